@@ -28,6 +28,7 @@ from .probe import edge_intensity_fraction, fit_to_shape, focused_probe, probe_s
 from .samples import make_sample
 
 DEFAULT_OBJECT_PIXEL_SIZE_M = 10e-9
+MAX_EDGE_INTENSITY_FRACTION = 0.05  # beyond this much probe power near the window's edge: warn
 
 
 @dataclass
@@ -138,7 +139,7 @@ class SimBeamline:
             unit_probe = unit_probe / np.sqrt(np.sum(np.abs(unit_probe) ** 2))
         window_probe = fit_to_shape(unit_probe, self.readout_shape)
         spill = edge_intensity_fraction(window_probe)
-        if spill > 0.01:
+        if spill > MAX_EDGE_INTENSITY_FRACTION:
             warnings.warn(
                 f"{spill:.1%} of the probe's intensity lies in the outer 10% of the "
                 f"{self.readout_shape[0]}-pixel window: patterns will alias; reduce defocus or "
@@ -180,7 +181,7 @@ class SimBeamline:
 
     @property
     def beam_size_on_sample_m(self) -> float:
-        """Outer FWHM (m) of the probe at the sample: the size that sets the overlap."""
+        """Half-power diameter (m) of the probe at the sample: the size that sets the overlap."""
         return probe_size_m(self.probe, self.pixel_size_m)
 
     @property
