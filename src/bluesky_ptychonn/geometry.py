@@ -118,7 +118,9 @@ def as_positions_m(positions_m: np.ndarray) -> np.ndarray:
     """Validate and return an (N, 2) float64 array of (y, x) positions in metres."""
     positions = np.asarray(positions_m, dtype=np.float64)
     if positions.ndim != 2 or positions.shape[1] != 2:
-        raise ValueError(f"positions must be an (N, 2) array of (y, x) metres, got {positions.shape}")
+        raise ValueError(
+            f"positions must be an (N, 2) array of (y, x) metres, got {positions.shape}"
+        )
     if positions.shape[0] == 0:
         raise ValueError("positions are empty: a scan needs at least one point")
     if not np.all(np.isfinite(positions)):

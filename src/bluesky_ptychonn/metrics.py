@@ -31,6 +31,7 @@ from skimage.metrics import structural_similarity
 from skimage.registration import phase_cross_correlation
 
 from .dataset import ComplexImage
+from .fourier import fourier_shift as _fourier_shift_batch
 
 __all__ = [
     "MIN_REGION_PIXELS",
@@ -257,19 +258,12 @@ def remove_phase_ramp(
 def fourier_shift(image: np.ndarray, shift_px: tuple[float, float]) -> np.ndarray:
     """Translate a complex image by ``shift_px`` = (row, col) pixels: ``out(r) = image(r - s)``.
 
-    Sub-pixel shifts by a phase ramp on the FFT; the image is treated as periodic, so content
-    leaving one edge re-enters at the opposite one.
+    Double precision, periodic boundaries (see `bluesky_ptychonn.fourier.fourier_shift`).
     """
     z = np.asarray(image, dtype=np.complex128)
     if shift_px[0] == 0 and shift_px[1] == 0:
         return z.copy()
-    fr = np.fft.fftfreq(z.shape[0])
-    fc = np.fft.fftfreq(z.shape[1])
-    phase = (
-        np.exp(-2j * np.pi * fr * shift_px[0])[:, None]
-        * np.exp(-2j * np.pi * fc * shift_px[1])[None, :]
-    )
-    return np.fft.ifft2(np.fft.fft2(z) * phase)
+    return _fourier_shift_batch(z, np.asarray(shift_px, dtype=np.float64))
 
 
 def _wrap_border(shape: tuple[int, ...], shift_px: np.ndarray) -> np.ndarray:

@@ -75,11 +75,15 @@ class SimBeamlineConfig:
         if self.distance_m is not None and not self.distance_m > 0:
             raise ValueError(f"distance_m must be positive, got {self.distance_m!r}")
         if not (np.isfinite(self.beam_size_m) and self.beam_size_m > 0):
-            raise ValueError(f"beam size must be a positive length in metres, got {self.beam_size_m!r}")
+            raise ValueError(
+                f"beam size must be a positive length in metres, got {self.beam_size_m!r}"
+            )
         if not (np.isfinite(self.photons) and self.photons > 0):
             raise ValueError(f"photons per frame must be positive, got {self.photons!r}")
         if not all(np.isfinite(f) and f > 0 for f in self.field_of_view_m):
-            raise ValueError(f"field_of_view_m must be positive lengths, got {self.field_of_view_m!r}")
+            raise ValueError(
+                f"field_of_view_m must be positive lengths, got {self.field_of_view_m!r}"
+            )
         detector_preset(self.detector)
 
 

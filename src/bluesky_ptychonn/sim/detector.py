@@ -59,14 +59,21 @@ class DetectorModel:
 
     def __post_init__(self) -> None:
         rows, cols = self.shape_px
-        if not (self.pixel_size_m > 0 and self.max_frame_rate_hz > 0 and self.saturation_counts > 0):
-            raise ValueError(f"detector {self.name!r}: pixel size, frame rate, saturation must be > 0")
+        if not (
+            self.pixel_size_m > 0 and self.max_frame_rate_hz > 0 and self.saturation_counts > 0
+        ):
+            raise ValueError(
+                f"detector {self.name!r}: pixel size, frame rate, saturation must be > 0"
+            )
         if self.bin_factor < 1 or self.crop_px % self.bin_factor:
             raise ValueError(
-                f"detector {self.name!r}: crop {self.crop_px} is not a multiple of bin {self.bin_factor}"
+                f"detector {self.name!r}: crop {self.crop_px} is not a multiple of "
+                f"bin {self.bin_factor}"
             )
         if not 0 <= self.dead_pixel_fraction < 1:
-            raise ValueError(f"dead_pixel_fraction must lie in [0, 1), got {self.dead_pixel_fraction}")
+            raise ValueError(
+                f"dead_pixel_fraction must lie in [0, 1), got {self.dead_pixel_fraction}"
+            )
         np.dtype(self.dtype)  # validates the dtype name
         top, left = self.crop_origin_px
         if top < 0 or left < 0 or top + self.crop_px > rows or left + self.crop_px > cols:
@@ -132,9 +139,7 @@ class DetectorModel:
         n = self.crop_px // b
         return frames.reshape(*frames.shape[:-2], n, b, n, b).sum(axis=(-3, -1))
 
-    def read_out(
-        self, expected_counts: np.ndarray, rng: np.random.Generator | None
-    ) -> np.ndarray:
+    def read_out(self, expected_counts: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
         """Frames as delivered, from expected photons per native crop pixel.
 
         Args:

@@ -11,58 +11,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import fft as sfft
 
+from ..fourier import FFT_WORKERS, far_field, fourier_shift, shift_ramps
 from ..geometry import PixelGrid, patch_corners
 
-FFT_WORKERS = -1  # all cores
-
-
-def _checkerboard(shape: tuple[int, int]) -> np.ndarray:
-    """(-1)^(row + column): multiplying by it moves a spectrum by half the window."""
-    rows, cols = np.indices(shape)
-    return (1 - 2 * ((rows + cols) % 2)).astype(np.float32)
-
-
-def far_field(exit_waves: np.ndarray) -> np.ndarray:
-    """Centred unitary 2-D FFT over the last two axes (energy-conserving propagator).
-
-    Equals ``fftshift(fft2(ifftshift(x), norm="ortho"))``; for even sizes the two shifts are
-    replaced by multiplications with a checkerboard, which is cheaper than rolling the arrays.
-    """
-    shape = exit_waves.shape[-2:]
-    if shape[0] % 2 or shape[1] % 2:
-        shifted = sfft.ifftshift(exit_waves, axes=(-2, -1))
-        spectrum = sfft.fft2(shifted, norm="ortho", workers=FFT_WORKERS)
-        return sfft.fftshift(spectrum, axes=(-2, -1))
-    board = _checkerboard(shape)
-    sign = -1 if (shape[0] // 2 + shape[1] // 2) % 2 else 1
-    spectrum = sfft.fft2(exit_waves * board, norm="ortho", workers=FFT_WORKERS, overwrite_x=True)
-    spectrum *= board * sign
-    return spectrum
-
-
-def shift_ramps(shape: tuple[int, int], shifts_px: np.ndarray) -> np.ndarray:
-    """(B, rows, cols) Fourier multipliers exp(-2 pi i f.s) in unshifted FFT order."""
-    fy = np.fft.fftfreq(shape[0]).astype(np.float32)
-    fx = np.fft.fftfreq(shape[1]).astype(np.float32)
-    shifts_px = np.atleast_2d(np.asarray(shifts_px, dtype=np.float32))
-    ramp_y = np.exp(-2j * np.pi * shifts_px[:, 0, None] * fy[None, :]).astype(np.complex64)
-    ramp_x = np.exp(-2j * np.pi * shifts_px[:, 1, None] * fx[None, :]).astype(np.complex64)
-    return ramp_y[:, :, None] * ramp_x[:, None, :]
-
-
-def fourier_shift(images: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
-    """Shift centred images by sub-pixel amounts: out(r) = in(r - s), periodic boundaries.
-
-    Args:
-        images: (B, rows, cols) or (rows, cols) complex or real arrays.
-        shifts_px: (B, 2) or (2,) (row, column) shifts in pixels.
-    """
-    single = images.ndim == 2
-    stack = images[None] if single else images
-    spectrum = sfft.fft2(stack.astype(np.complex64), workers=FFT_WORKERS)
-    spectrum *= shift_ramps(stack.shape[-2:], shifts_px)
-    shifted = sfft.ifft2(spectrum, workers=FFT_WORKERS, overwrite_x=True)
-    return shifted[0] if single else shifted
+__all__ = ["FarFieldModel", "extract_patches", "far_field", "fourier_shift", "shift_ramps"]
 
 
 def extract_patches(

@@ -66,7 +66,9 @@ def etched_thickness(
         raise ValueError(f"fill_fraction must lie in (0, 1), got {fill_fraction}")
     lo_px, hi_px = (s / pixel_size_m * SUPERSAMPLE for s in feature_size_m)
     if not 0 < lo_px <= hi_px:
-        raise ValueError(f"feature_size_m must be an increasing positive pair, got {feature_size_m}")
+        raise ValueError(
+            f"feature_size_m must be an increasing positive pair, got {feature_size_m}"
+        )
     canvas = Image.new("L", (cols * SUPERSAMPLE, rows * SUPERSAMPLE), 0)
     draw = ImageDraw.Draw(canvas)
     target = fill_fraction * canvas.size[0] * canvas.size[1] * 255

@@ -140,8 +140,8 @@ def raster_scan(
     positions = np.stack([yy.ravel(), xx.ravel()], axis=1)
     if jitter_fraction > 0:
         rng = np.random.default_rng(seed)
-        positions += rng.uniform(-1, 1, positions.shape) * jitter_fraction * np.array(
-            [step_y, step_x]
+        positions += (
+            rng.uniform(-1, 1, positions.shape) * jitter_fraction * np.array([step_y, step_x])
         )
     return positions + np.asarray(centre_m, dtype=np.float64)
 
