@@ -20,7 +20,9 @@ def test_every_kind_gives_phase_and_absorption_of_its_material(kind):
     assert amplitude.min() == pytest.approx(np.exp(-k * gold.beta * thickness), rel=0.01)
     # phase and absorption come from the same thickness map
     material = phase < -0.05
-    assert np.allclose(np.log(amplitude[material]) / phase[material], gold.beta / gold.delta, rtol=1e-3)
+    assert np.allclose(
+        np.log(amplitude[material]) / phase[material], gold.beta / gold.delta, rtol=1e-3
+    )
     assert 0.05 < np.mean(phase < -0.5 * k * gold.delta * thickness) < 0.95  # has structure
 
 
