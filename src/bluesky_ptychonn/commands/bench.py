@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.json)
         if args.name == "all" or out.suffix != ".json":
             out = out / f"{name}.json"
-        argv = ["--json", str(out)] + (["--quick"] if args.quick else []) + args.extra
+        argv = ["--json", str(out)] + (["--quick"] if args.quick else []) + args.extra.split()
         status |= _run(found[name], argv)
     return status
 
@@ -58,5 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("name", help="benchmark name (bench_<name>.py in benchmarks/) or 'all'")
     parser.add_argument("--json", required=True, help="output JSON file (or folder for 'all')")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="passed to the benchmark")
+    parser.add_argument(
+        "--extra", default="", help="further options passed to the benchmark, as one string"
+    )
     parser.set_defaults(func=run)

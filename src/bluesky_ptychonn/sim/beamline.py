@@ -174,7 +174,7 @@ class SimBeamline:
             )
         self.sample = sample
         self._model = FarFieldModel(sample.array, sample.grid, self.probe)
-        self._rng = np.random.default_rng(cfg.seed + 1)
+        self._frames_served = 0  # frame counter that seeds the noise of unseeded calls
 
     # ---- geometry ---------------------------------------------------------------------------
     @property
@@ -206,6 +206,17 @@ class SimBeamline:
         """(B, crop, crop) expected photons per native detector pixel at each position."""
         return self._model.intensities(as_positions_m(positions_m))
 
+    def frame_generators(self, frame_ids: np.ndarray, seed: int | None = None) -> list:
+        """One random generator per frame, seeded by (seed, frame id): reproducible noise that
+        does not depend on how frames are batched."""
+        base = self.config.seed if seed is None else seed
+        return [np.random.default_rng((base, 0x5EED, int(i))) for i in frame_ids]
+
+    def _next_generators(self, count: int) -> list:
+        ids = np.arange(self._frames_served, self._frames_served + count) + 2**32
+        self._frames_served += count
+        return self.frame_generators(ids)
+
     def patterns(
         self,
         positions_m: np.ndarray,
@@ -217,12 +228,15 @@ class SimBeamline:
 
         Args:
             positions_m: (B, 2) (y, x) beam positions in metres.
-            rng: random generator of the counting noise (default: the beamline's own).
+            rng: random generator of the counting noise (default: fresh noise for every frame
+                the beamline serves, seeded by the config's seed and a frame counter).
             noise: False returns the noiseless expectation (float32), still masked,
                 saturated and binned.
         """
         expected = self.expected_intensity(positions_m)
-        return self.detector.read_out(expected, (rng or self._rng) if noise else None)
+        if not noise:
+            return self.detector.read_out(expected, None)
+        return self.detector.read_out(expected, rng or self._next_generators(len(expected)))
 
     def pattern(self, y_m: float, x_m: float, rng: np.random.Generator | None = None) -> np.ndarray:
         """One frame at beam position (y, x) in metres."""
@@ -235,13 +249,20 @@ class SimBeamline:
     def stream(
         self, positions_m: np.ndarray, batch_size: int = 64, seed: int | None = None
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (index of first frame, (b, r, r) frames) over a scan, batch by batch."""
+        """Yield (index of first frame, (b, r, r) frames) over a scan, batch by batch.
+
+        With ``seed`` the noise of frame i is fixed by (seed, i), whatever the batch size.
+        """
         positions_m = as_positions_m(positions_m)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        rng = np.random.default_rng(seed) if seed is not None else self._rng
         for start in range(0, positions_m.shape[0], batch_size):
-            yield start, self.patterns(positions_m[start : start + batch_size], rng)
+            batch = positions_m[start : start + batch_size]
+            if seed is None:
+                rngs = self._next_generators(len(batch))
+            else:
+                rngs = self.frame_generators(np.arange(start, start + len(batch)), seed)
+            yield start, self.detector.read_out(self.expected_intensity(batch), rngs)
 
     def measure(
         self, positions_m: np.ndarray, *, batch_size: int = 64, seed: int | None = None

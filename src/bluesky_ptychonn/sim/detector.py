@@ -18,10 +18,38 @@ count-rate limit, saturation is that rate times the frame period at the maximum 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
+
+# numpy's Poisson sampler releases the GIL: frames are counted in parallel threads
+_COUNTING_POOL = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1))
+
+RandomSource = np.random.Generator | Sequence[np.random.Generator]
+
+
+def poisson_counts(expected: np.ndarray, rng: RandomSource) -> np.ndarray:
+    """Poisson draws with means ``expected`` (..., H, W).
+
+    ``rng`` is one generator, or one generator per frame along the first axis; per-frame
+    generators make each frame's noise independent of how frames are batched, and the frames
+    are drawn in parallel threads.
+    """
+    if isinstance(rng, np.random.Generator):
+        return rng.poisson(expected)
+    if len(rng) != expected.shape[0]:
+        raise ValueError(f"{len(rng)} generators for {expected.shape[0]} frames")
+    counts = np.empty(expected.shape, dtype=np.int64)
+
+    def count(index: int) -> None:
+        counts[index] = rng[index].poisson(expected[index])
+
+    list(_COUNTING_POOL.map(count, range(len(rng))))
+    return counts
 
 
 @dataclass(frozen=True)
@@ -144,8 +172,9 @@ class DetectorModel:
 
         Args:
             expected_counts: (..., crop, crop) expected photons per native pixel per frame.
-            rng: random generator for the counting noise; None returns the noiseless
-                expectation (still masked, saturated, binned, in float32).
+            rng: random generator for the counting noise, or one generator per frame (see
+                `poisson_counts`); None returns the noiseless expectation (still masked,
+                saturated, binned, in float32).
         """
         expected_counts = np.asarray(expected_counts)
         if expected_counts.shape[-2:] != (self.crop_px, self.crop_px):
@@ -161,9 +190,9 @@ class DetectorModel:
             # No native pixel can plausibly saturate, and a sum of Poisson variables is Poisson:
             # count once per binned pixel (bin_factor^2 fewer random draws), exact in law.
             masked = np.where(self.crop_valid_mask, np.maximum(expected_counts, 0), 0)
-            binned = rng.poisson(self._bin(masked))
+            binned = poisson_counts(self._bin(masked), rng)
         else:
-            counts = rng.poisson(np.maximum(expected_counts, 0))
+            counts = poisson_counts(np.maximum(expected_counts, 0), rng)
             counts = np.where(self.crop_valid_mask, counts, 0)
             binned = self._bin(np.minimum(counts, self.saturation_counts))
         if np.issubdtype(np.dtype(self.dtype), np.integer):

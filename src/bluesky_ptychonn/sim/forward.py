@@ -14,6 +14,8 @@ from scipy import fft as sfft
 from ..fourier import FFT_WORKERS, far_field, fourier_shift, shift_ramps
 from ..geometry import PixelGrid, patch_corners
 
+CHUNK_ELEMENTS = 2**21  # complex values per forward-model chunk (16 MiB in complex64)
+
 __all__ = ["FarFieldModel", "extract_patches", "far_field", "fourier_shift", "shift_ramps"]
 
 
@@ -73,9 +75,19 @@ class FarFieldModel:
         return patches * self.shifted_probes(offsets)
 
     def intensities(self, positions_m: np.ndarray) -> np.ndarray:
-        """(B, n, n) expected far-field intensities (photons per pixel), float32, centred."""
-        wave = far_field(self.exit_waves(positions_m))
-        return np.square(wave.real, dtype=np.float32) + np.square(wave.imag, dtype=np.float32)
+        """(B, n, n) expected far-field intensities (photons per pixel), float32, centred.
+
+        Large batches are computed in chunks of about ``CHUNK_ELEMENTS`` complex values, so
+        the temporaries stay in cache-friendly sizes whatever the batch.
+        """
+        positions_m = np.atleast_2d(positions_m)
+        out = np.empty((positions_m.shape[0], *self.shape), dtype=np.float32)
+        chunk = max(1, CHUNK_ELEMENTS // (self.shape[0] * self.shape[1]))
+        for start in range(0, positions_m.shape[0], chunk):
+            wave = far_field(self.exit_waves(positions_m[start : start + chunk]))
+            np.square(wave.real, out=out[start : start + chunk])
+            out[start : start + chunk] += np.square(wave.imag)
+        return out
 
     def object_patches(
         self, positions_m: np.ndarray, shape: tuple[int, int], margin_px: int = 16
