@@ -47,13 +47,18 @@ def naive_frames(beamline: SimBeamline, positions_m: np.ndarray, rng) -> np.ndar
     return np.stack(out)
 
 
-def rate(function, n_frames: int, repeats: int) -> float:
+def rate(function, args: tuple, n_frames: int, repeats: int) -> float:
+    """Frames per second of ``function(*args)`` producing ``n_frames``, best of ``repeats``."""
     best = np.inf
     for _ in range(repeats):
         start = time.perf_counter()
-        function()
+        function(*args)
         best = min(best, time.perf_counter() - start)
     return n_frames / best
+
+
+def stream_all(beamline: SimBeamline, positions_m: np.ndarray, batch: int) -> int:
+    return sum(frames.shape[0] for _, frames in beamline.stream(positions_m, batch))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,13 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng(0)
         naive_n = min(n_frames, 256)
         naive = rate(
-            lambda: naive_frames(beamline, positions[:naive_n], rng),
-            naive_n,
-            1 if args.quick else 2,
+            naive_frames, (beamline, positions[:naive_n], rng), naive_n, 1 if args.quick else 2
         )
         for batch in batches:
-            stream = lambda b=batch: sum(f.shape[0] for _, f in beamline.stream(positions, b))  # noqa: E731
-            measured = rate(stream, n_frames, 1 if args.quick else 3)
+            measured = rate(
+                stream_all, (beamline, positions, batch), n_frames, 1 if args.quick else 3
+            )
             records.append(
                 {
                     "benchmark": "sim_stream",
