@@ -15,7 +15,17 @@ from collections.abc import Sequence
 
 from . import __version__
 
-COMMAND_MODULES = ("simulate", "demo", "reconstruct", "train", "export", "bench")
+COMMAND_MODULES = (
+    "simulate",
+    "demo",
+    "reconstruct",
+    "train",
+    "export",
+    "serve",
+    "ioc",
+    "tiled",
+    "bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
