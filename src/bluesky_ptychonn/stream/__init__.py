@@ -1,0 +1,11 @@
+"""The wire: how frames and results travel between processes.
+
+``wire`` holds the versioned message format (a JSON header plus raw array buffers, never
+pickle) with a decoder that rejects malformed input with a reason; ``sockets`` holds the ZMQ
+patterns built on it (PUSH/PULL for frames, PUB/SUB for results) with loopback binding by
+default. May import numpy and pyzmq only; knows nothing of bluesky, torch or the simulator.
+"""
+
+from .wire import WIRE_VERSION, Message, WireError, decode, encode
+
+__all__ = ["WIRE_VERSION", "Message", "WireError", "decode", "encode"]
