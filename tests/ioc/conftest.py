@@ -1,0 +1,97 @@
+"""The simulated IOC as a real subprocess, on loopback and on ports no other session uses.
+
+Channel Access is configured here, at import, before any client context exists in this test
+process: loopback only, and a server port picked free for this session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from bluesky_ptychonn.ioc.server import READY_LINE
+
+PREFIX = "PTYTEST:"
+START_TIMEOUT_S = 90
+
+
+def _free_port() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1 (CA serves both on one port)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port for the test IOC")
+
+
+CA_ENVIRONMENT = {
+    "EPICS_CA_SERVER_PORT": str(_free_port()),
+    "EPICS_CA_REPEATER_PORT": str(_free_port()),
+    "EPICS_CA_ADDR_LIST": "127.0.0.1",
+    "EPICS_CA_AUTO_ADDR_LIST": "NO",
+    "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+    "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
+    "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+}
+os.environ.update(CA_ENVIRONMENT)
+
+
+@pytest.fixture(scope="session")
+def ioc():
+    """Start ``python -m bluesky_ptychonn.ioc``; yields its description (prefixes, beamline)."""
+    command = [
+        sys.executable, "-m", "bluesky_ptychonn.ioc", "--prefix", PREFIX,
+        "--field-of-view", "3e-6", "--detectors", "eiger", "medipix3",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **CA_ENVIRONMENT, "PYTHONUNBUFFERED": "1"},
+    )
+    lines: queue.Queue = queue.Queue()
+    output: list[str] = []
+
+    def pump() -> None:
+        for line in process.stdout:
+            output.append(line)
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            line = ""
+        if READY_LINE in line:
+            break
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the simulated IOC did not start:\n{''.join(output)}", pytrace=False)
+    text = "".join(output)
+    description = json.loads(text[text.index("{") : text.rindex("}") + 1])
+    yield description
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0, "".join(output[-20:])
