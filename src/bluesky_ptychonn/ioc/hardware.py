@@ -491,6 +491,7 @@ class AreaDetector:
         self._pulses: queue.Queue = queue.Queue()
         self._next_unique_id = 1
         self._file: StreamFile | None = None
+        self._frame_listeners: list = []
         self._add_cam_pvs()
         self._add_plugin_pvs()
 
@@ -673,7 +674,7 @@ class AreaDetector:
             ids = self._reserve_ids(b)
             frames = self.compute(positions, ids)
             _sleep_until(starts[-1] + exposure)
-            self._publish(frames, ids, starts + exposure)
+            self._publish(frames, ids, starts + exposure, positions)
             done += b
 
     def _external_pulses(self) -> int:
@@ -723,13 +724,31 @@ class AreaDetector:
                     batch = frames[window]
                 else:
                     batch = self.compute(positions[:take], ids[window])
-                self._publish(batch, ids[window], np.asarray(times[:take]) + exposure)
+                self._publish(
+                    batch, ids[window], np.asarray(times[:take]) + exposure, positions[:take]
+                )
                 received += take
         finally:
             self.hutch.remove_pulse_listener(self._pulses.put)
 
-    def _publish(self, frames: np.ndarray, ids: np.ndarray, times: np.ndarray) -> None:
-        """Frames leave the driver: counters, the image plugin, the HDF5 plugin."""
+    def add_frame_listener(self, listener) -> None:
+        """Call ``listener(frames, unique_ids, times, positions_m)`` for every frame batch.
+
+        The simulated counterpart of a detector's own frame stream (the EIGER's ZeroMQ stream
+        interface, areaDetector's PVA plugin): frames leave as they are made, with the beam
+        positions (y, x) in metres at which they were measured. A listener that raises is
+        logged and skipped; acquisition goes on.
+        """
+        self._frame_listeners.append(listener)
+
+    def remove_frame_listener(self, listener) -> None:
+        if listener in self._frame_listeners:
+            self._frame_listeners.remove(listener)
+
+    def _publish(
+        self, frames: np.ndarray, ids: np.ndarray, times: np.ndarray, positions_m: np.ndarray
+    ) -> None:
+        """Frames leave the driver: counters, the image plugin, the HDF5 plugin, the stream."""
         db, c, img = self.db, self.cam, self.image
         b = len(frames)
         counter = int(db.value(c + "ArrayCounter")) + b
@@ -744,6 +763,11 @@ class AreaDetector:
             db.post(img + "ArrayCounter_RBV", image_counter)
         if db.value(self.hdf + "EnableCallbacks"):
             self._write(frames, ids, times)
+        for listener in list(self._frame_listeners):
+            try:
+                listener(frames, ids, times, positions_m)
+            except Exception:  # noqa: BLE001 - a consumer must not stop the detector
+                log.exception("frame listener %r failed", listener)
 
     # ---- HDF5 plugin -------------------------------------------------------------------------
     def _on_file_path(self, value: str) -> str:

@@ -23,25 +23,48 @@ MIN_OVERLAP_WEIGHT = 1e-6  # canvas weight below which a pixel counts as empty
 
 @dataclass
 class MosaicSnapshot:
-    """A copy of the mosaic at one moment.
+    """The mosaic at one moment, as a stitcher hands it over (copies, safe to keep).
 
     Attributes:
         phase: (R, C) radians (0 where nothing was measured).
         amplitude: (R, C) weighted mean amplitude.
-        weights: (R, C) summed weights (0: not measured).
-        grid: where the canvas lies in metres.
-        frames_used: number of patches accumulated.
+        weights: (R, C) summed patch weights (0: not measured).
+        pixel_size_m: object pixel size, m.
+        origin_m: (y, x) of the centre of pixel [0, 0], m.
+        frames_used: patches accumulated.
+        model_version: version of the CNN that produced the patches ("" if unknown).
         frames_outside: patches that fell entirely outside the canvas.
-        metadata: free annotations (model version, run uid, ...).
+        metrics: optional quality numbers (e.g. SSIM against a reference).
     """
 
     phase: np.ndarray
     amplitude: np.ndarray
     weights: np.ndarray
-    grid: PixelGrid
+    pixel_size_m: float
+    origin_m: tuple[float, float]
     frames_used: int
-    frames_outside: int
-    metadata: dict = field(default_factory=dict)
+    model_version: str = ""
+    frames_outside: int = 0
+    metrics: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.phase = np.asarray(self.phase, dtype=np.float32)
+        self.amplitude = np.asarray(self.amplitude, dtype=np.float32)
+        self.weights = np.asarray(self.weights, dtype=np.float32)
+        if self.phase.ndim != 2 or not (
+            self.phase.shape == self.amplitude.shape == self.weights.shape
+        ):
+            raise ValueError(
+                "phase, amplitude and weights must be 2-D arrays of one shape, got "
+                f"{self.phase.shape}, {self.amplitude.shape}, {self.weights.shape}"
+            )
+        if not self.pixel_size_m > 0:
+            raise ValueError(f"pixel_size_m must be positive, got {self.pixel_size_m!r}")
+        self.origin_m = (float(self.origin_m[0]), float(self.origin_m[1]))
+
+    @property
+    def grid(self) -> PixelGrid:
+        return PixelGrid(self.pixel_size_m, self.origin_m, self.phase.shape)
 
     @property
     def complex(self) -> np.ndarray:
@@ -168,8 +191,8 @@ class Mosaic:
         piece[..., 1] = s * real + c * imag
         return float(rotation)
 
-    def snapshot(self, **metadata) -> MosaicSnapshot:
-        """A copy of the current mosaic (phase, amplitude, weights) with annotations."""
+    def snapshot(self, model_version: str = "", **metrics) -> MosaicSnapshot:
+        """A copy of the current mosaic (phase, amplitude, weights)."""
         canvas = self._canvas
         weights = canvas[..., 3].copy()
         measured = weights > MIN_OVERLAP_WEIGHT
@@ -180,8 +203,10 @@ class Mosaic:
             ),
             amplitude=np.where(measured, canvas[..., 2] / safe, 0.0).astype(np.float32),
             weights=weights,
-            grid=self.grid,
+            pixel_size_m=self.grid.pixel_size_m,
+            origin_m=self.grid.origin_m,
             frames_used=self.frames_used,
+            model_version=model_version,
             frames_outside=self.frames_outside,
-            metadata=dict(metadata),
+            metrics=dict(metrics),
         )

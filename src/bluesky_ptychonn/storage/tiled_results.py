@@ -41,6 +41,7 @@ import numpy as np
 from .. import __version__
 from ..dataset import ComplexImage, PtychoDataset, Reconstruction
 from ..geometry import PixelGrid, as_positions_m
+from ..stitch.mosaic import MosaicSnapshot
 from .tiled_catalog import NodeWrite, TiledCatalog, safe_key, utc_now
 
 __all__ = [
@@ -67,46 +68,6 @@ TRAINING_SPEC = "PtychoTrainingPairs"
 
 # ----------------------------------------------------------------------------------------------
 # live mosaics
-
-
-@dataclass
-class MosaicSnapshot:
-    """The live mosaic at one moment, as a stitcher hands it over.
-
-    Attributes:
-        phase: (H, W) phase in radians.
-        amplitude: (H, W) amplitude.
-        weights: (H, W) summed patch weights (0 where no patch landed).
-        pixel_size_m: object pixel size, m.
-        origin_m: (y, x) of the centre of pixel [0, 0], m.
-        frames_used: frames stitched so far.
-        model_version: version of the CNN that produced the patches.
-        metrics: optional quality numbers.
-    """
-
-    phase: np.ndarray
-    amplitude: np.ndarray
-    weights: np.ndarray
-    pixel_size_m: float
-    origin_m: tuple[float, float]
-    frames_used: int
-    model_version: str
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.phase = np.asarray(self.phase, dtype=np.float32)
-        self.amplitude = np.asarray(self.amplitude, dtype=np.float32)
-        self.weights = np.asarray(self.weights, dtype=np.float32)
-        if self.phase.ndim != 2 or not (
-            self.phase.shape == self.amplitude.shape == self.weights.shape
-        ):
-            raise ValueError(
-                "phase, amplitude and weights must be 2-D arrays of one shape, got "
-                f"{self.phase.shape}, {self.amplitude.shape}, {self.weights.shape}"
-            )
-        if not self.pixel_size_m > 0:
-            raise ValueError(f"pixel_size_m must be positive, got {self.pixel_size_m!r}")
-        self.origin_m = (float(self.origin_m[0]), float(self.origin_m[1]))
 
 
 @dataclass
