@@ -23,3 +23,53 @@ def shared_data_dir() -> Path:
             pytrace=False,
         )
     return SHARED_DATA_DIR
+
+
+@pytest.fixture
+def endpoint_factory():
+    """Start real endpoint processes; every one is stopped at the end of the test."""
+    from bluesky_ptychonn.inference.process import EndpointProcess
+
+    started: list[EndpointProcess] = []
+
+    def start(model: Path, **options) -> EndpointProcess:
+        options.setdefault("backend", "pytorch")
+        options.setdefault("batch_size", 8)
+        options.setdefault("threads", 1)
+        endpoint = EndpointProcess(model, **options).start()
+        started.append(endpoint)
+        return endpoint
+
+    yield start
+    for endpoint in started:
+        endpoint.stop()
+
+
+def save_tiny_model(
+    directory: Path,
+    *,
+    seed: int = 0,
+    version: str | None = None,
+    input_px: int = 32,
+    frame_px: int = 32,
+    reduce: str = "bin",
+) -> Path:
+    """An untrained, small edge model (fast on CPU) saved with its sidecar."""
+    import torch
+
+    from bluesky_ptychonn.model.architectures import build_model
+    from bluesky_ptychonn.model.checkpoint import save_model
+    from bluesky_ptychonn.model.preprocessing import Preprocessing
+
+    torch.manual_seed(seed)
+    model = build_model("edge", input_shape=input_px, base_channels=4)
+    preprocessing = Preprocessing(
+        input_shape=(input_px, input_px), frame_shape=(frame_px, frame_px), reduce=reduce
+    )
+    return save_model(model, directory, preprocessing, version=version)
+
+
+@pytest.fixture
+def tiny_model():
+    """`save_tiny_model` as a fixture: ``tiny_model(directory, seed=..., version=...)``."""
+    return save_tiny_model

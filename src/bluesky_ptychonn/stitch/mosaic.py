@@ -101,6 +101,7 @@ class Mosaic:
         # one interleaved canvas: per pixel [sum w A cos, sum w A sin, sum w A, sum w], so each
         # patch lands with a single slice addition
         self._canvas = np.zeros((*grid.shape, 4), dtype=np.float32)
+        self._buffer: np.ndarray | None = None
         self.frames_used = 0
         self.frames_outside = 0
 
@@ -140,24 +141,28 @@ class Mosaic:
             phase = phase[None]
         if phase.shape[1:] != self.patch_shape:
             raise ValueError(f"patches of shape {phase.shape[1:]} for a {self.patch_shape} mosaic")
-        amplitude = (
-            np.ones_like(phase) if amplitude is None else np.asarray(amplitude, np.float32)
-        ).reshape(phase.shape)
+        if amplitude is not None:
+            amplitude = np.asarray(amplitude, dtype=np.float32).reshape(phase.shape)
         positions_m = as_positions_m(np.atleast_2d(positions_m))
         if positions_m.shape[0] != phase.shape[0]:
             raise ValueError(f"{phase.shape[0]} patches but {positions_m.shape[0]} positions")
-        if not (np.all(np.isfinite(phase)) and np.all(np.isfinite(amplitude))):
+        if not np.isfinite(phase).all() or (
+            amplitude is not None and not np.isfinite(amplitude).all()
+        ):
             raise ValueError("patches contain NaN or infinite values")
         corners, offsets = patch_corners(self.grid.to_pixels(positions_m), self.patch_shape)
         if self.subpixel:
-            shifted = fourier_shift(amplitude * np.exp(1j * phase).astype(np.complex64), offsets)
+            unit = np.ones_like(phase) if amplitude is None else amplitude
+            shifted = fourier_shift(unit * np.exp(1j * phase).astype(np.complex64), offsets)
             phase, amplitude = np.angle(shifted), np.abs(shifted)
-        # every patch's contribution at once: (B, H, W, 4)
-        weighted_amplitude = amplitude * self.weight
-        contributions = np.empty((*phase.shape, 4), dtype=np.float32)
-        np.multiply(weighted_amplitude, np.cos(phase), out=contributions[..., 0])
-        np.multiply(weighted_amplitude, np.sin(phase), out=contributions[..., 1])
-        contributions[..., 2] = weighted_amplitude
+        # every patch's contribution at once, into a reused (B, H, W, 4) buffer
+        contributions = self._contributions(phase.shape[0])
+        weighted = self.weight if amplitude is None else np.multiply(amplitude, self.weight)
+        np.cos(phase, out=contributions[..., 0])
+        np.sin(phase, out=contributions[..., 1])
+        contributions[..., 0] *= weighted
+        contributions[..., 1] *= weighted
+        contributions[..., 2] = weighted
         contributions[..., 3] = self.weight
         rotations = np.zeros(len(contributions))
         h, w = self.patch_shape
@@ -175,6 +180,12 @@ class Mosaic:
             window += piece
             self.frames_used += 1
         return rotations
+
+    def _contributions(self, count: int) -> np.ndarray:
+        """A (count, H, W, 4) float32 work buffer, reused between calls."""
+        if self._buffer is None or self._buffer.shape[0] < count:
+            self._buffer = np.empty((count, *self.patch_shape, 4), dtype=np.float32)
+        return self._buffer[:count]
 
     @staticmethod
     def _align(piece: np.ndarray, window: np.ndarray) -> float:

@@ -1,0 +1,213 @@
+"""The live pipeline under load: simulated Eiger frames -> endpoint process -> live mosaic.
+
+Measured in one run:
+
+* ``raw_engine_fps``: the engine alone, in this process, on preprocessed batches of the
+  endpoint's batch size (the ceiling the pipeline is compared against);
+* for each offered rate (a fraction of the raw rate): frames are sent on the wire by a
+  `FrameStreamer` (with acknowledgements) at that rate, inferred by a real endpoint process
+  (``bluesky-ptychonn serve``) and stitched into a `Mosaic` by a subscriber; ``sustained_fps``
+  is frames stitched over the time from the first send to the last stitch, ``frames_lost`` is
+  frames sent and never stitched, latencies run from frame creation to the mosaic update;
+* ``stitch_patches_per_s``: `Mosaic.add` alone on 64x64 patches (no alignment and with
+  greedy phase alignment).
+
+    bluesky-ptychonn bench pipeline --json benchmarks/results/pipeline.json [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bluesky_ptychonn.geometry import PixelGrid
+from bluesky_ptychonn.inference.loader import load_engine
+from bluesky_ptychonn.inference.process import EndpointProcess
+from bluesky_ptychonn.model.architectures import build_model
+from bluesky_ptychonn.model.checkpoint import save_model
+from bluesky_ptychonn.model.preprocessing import Preprocessing
+from bluesky_ptychonn.sim import SimBeamline, SimBeamlineConfig
+from bluesky_ptychonn.sim.scans import fermat_spiral
+from bluesky_ptychonn.stitch import Mosaic, gaussian_weight
+from bluesky_ptychonn.stream.sockets import ResultCollector, ResultSubscriber
+from bluesky_ptychonn.stream.streamer import FrameStreamer
+
+BATCH = 32
+
+
+def make_model(directory: Path, input_px: int) -> Path:
+    """The edge model at ``input_px`` (weights untrained: speed does not depend on them)."""
+    torch.manual_seed(0)
+    model = build_model("edge", input_shape=input_px)
+    reduce = "bin" if input_px < 128 else "crop"
+    preprocessing = Preprocessing(
+        input_shape=(input_px,) * 2, frame_shape=(128, 128), reduce=reduce
+    )
+    save_model(model, directory, preprocessing, version=f"bench-edge-{input_px}")
+    return directory
+
+
+def raw_engine_rate(model: Path, frames: np.ndarray, backend: str, seconds: float) -> float:
+    engine = load_engine(model, backend)
+    x = engine.preprocessing.apply(frames[:BATCH])
+    engine.warmup((BATCH,))
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        engine.run(x)
+        count += BATCH
+    return count / (time.perf_counter() - start)
+
+
+def stitch_rate(n: int, align: bool) -> float:
+    mosaic = Mosaic(
+        PixelGrid.centred((2048, 2048), 10e-9), gaussian_weight((64, 64), 24), align_phase=align
+    )
+    rng = np.random.default_rng(0)
+    positions = rng.uniform(-9e-6, 9e-6, (n, 2))
+    phase = rng.uniform(-1, 1, (n, 64, 64)).astype(np.float32)
+    start = time.perf_counter()
+    for s in range(0, n, 256):
+        mosaic.add(phase[s : s + 256], None, positions[s : s + 256])
+    return n / (time.perf_counter() - start)
+
+
+def stream_through(
+    endpoint: EndpointProcess,
+    frames: np.ndarray,
+    positions: np.ndarray,
+    offered_fps: float,
+    pixel_size_m: float,
+) -> dict:
+    """Send ``frames`` at ``offered_fps``; stitch the results; count and time them."""
+    frames_address, results_address, _ = endpoint.addresses
+    collector = ResultCollector()
+    latencies: list[float] = []
+    stitched = 0
+    last_stitch = 0.0
+    done = threading.Event()
+    subscriber = ResultSubscriber(results_address)
+    mosaic: list[Mosaic] = []
+
+    def consume() -> None:
+        nonlocal stitched, last_stitch
+        while not done.is_set():
+            message = subscriber.receive(timeout_s=0.05)
+            if message is None or message.kind != "results" or message.run_uid != run_uid:
+                continue
+            fresh = collector.new_indices(message)
+            if not fresh.size:
+                continue
+            phase = message.arrays["phase"][fresh]
+            if not mosaic:
+                scale = float(message.extra.get("pixel_scale", 1.0))
+                weight = gaussian_weight(phase.shape[1:], phase.shape[1] / 3)
+                mosaic.append(Mosaic.covering(positions, pixel_size_m * scale, weight))
+            mosaic[0].add(phase, message.arrays["amplitude"][fresh], message.positions_m[fresh])
+            now = time.time()
+            latencies.extend((now - message.arrays["created"][fresh]) * 1e3)
+            stitched += fresh.size
+            last_stitch = time.perf_counter()
+
+    run_uid = f"bench-{offered_fps:.0f}"
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    streamer = FrameStreamer(frames_address, results_address, run_uid=run_uid, resend_after_s=5.0)
+    time.sleep(0.5)  # subscriptions settle
+    chunk = 8  # frames per message, as a detector's stream interface batches them
+    period = chunk / offered_fps
+    start = time.perf_counter()
+    for index, s in enumerate(range(0, len(frames), chunk)):
+        target = start + index * period
+        while time.perf_counter() < target:
+            time.sleep(min(0.0005, max(0.0, target - time.perf_counter())))
+        ids = np.arange(s, min(s + chunk, len(frames)))
+        streamer(frames[ids], ids, np.full(len(ids), time.time()), positions[ids])
+    send_seconds = time.perf_counter() - start
+    streamer.flush(timeout_s=120)
+    deadline = time.monotonic() + 30
+    while stitched < len(frames) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    done.set()
+    consumer.join(timeout=5)
+    streamer.close()
+    subscriber.close()
+    lat = np.array(latencies) if latencies else np.array([np.nan])
+    return {
+        "offered_fps": offered_fps,
+        "achieved_send_fps": len(frames) / send_seconds,
+        "frames_sent": len(frames),
+        "frames_stitched": stitched,
+        "frames_lost": len(frames) - stitched,
+        "frames_resent": streamer.sender.frames_resent,
+        "sustained_fps": stitched / max(last_stitch - start, 1e-9),
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--input-px", type=int, default=128, help="edge model input side")
+    args = parser.parse_args(argv)
+    n_frames = 1000 if args.quick else 6000
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        beamline = SimBeamline(SimBeamlineConfig(field_of_view_m=(6e-6, 6e-6)))
+    positions = fermat_spiral(2.5e-6, n_points=n_frames)
+    frames = beamline.measure(positions).patterns
+    records = []
+    stitch = {align: stitch_rate(4000 if args.quick else 20000, align) for align in (False, True)}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = make_model(Path(tmp) / "model", args.input_px)
+        raw = raw_engine_rate(model, frames, args.backend, 3 if args.quick else 10)
+        with EndpointProcess(model, backend=args.backend, batch_size=BATCH) as endpoint:
+            backend = endpoint.ready.get("backend")
+            for fraction in (0.5, 0.9) if not args.quick else (0.5,):
+                result = stream_through(
+                    endpoint, frames, positions, raw * fraction, beamline.pixel_size_m
+                )
+                record = {
+                    "benchmark": "pipeline",
+                    "model": "edge",
+                    "input_px": args.input_px,
+                    "backend": backend,
+                    "batch": BATCH,
+                    "raw_engine_fps": raw,
+                    "load_fraction": fraction,
+                    "ratio_sustained_vs_raw": result["sustained_fps"] / raw,
+                    "stitch_patches_per_s": stitch[False],
+                    "stitch_patches_per_s_aligned": stitch[True],
+                    "quick": args.quick,
+                    "cpu_count": os.cpu_count(),
+                    "machine": platform.machine(),
+                    **result,
+                }
+                records.append(record)
+                print(
+                    f"load {fraction:.1f}: offered {result['offered_fps']:7.0f} fps, sustained "
+                    f"{result['sustained_fps']:7.0f} ({record['ratio_sustained_vs_raw']:.2f}x raw "
+                    f"{raw:.0f}), lost {result['frames_lost']}, p50 {result['p50_ms']:.1f} ms, "
+                    f"p99 {result['p99_ms']:.1f} ms"
+                )
+    print(f"stitching alone: {stitch[False]:.0f} patches/s ({stitch[True]:.0f} with alignment)")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(records, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

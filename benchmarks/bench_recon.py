@@ -1,0 +1,277 @@
+"""Iterative reconstruction benchmark: our ePIE against pty-chi's, and the phase-sync table.
+
+Run it as ``bluesky-ptychonn bench recon --json OUT [--quick]`` (or ``python
+benchmarks/bench_recon.py --json OUT``). It writes a JSON list of records:
+
+* ``"benchmark": "epie"``: one record per implementation and batch size, on the same
+  simulated scan in the same process (runs interleaved, so machine load hits both alike):
+  ``impl`` ("ours" or "pty-chi"), ``batch``, ``iterations``, ``patterns_per_s`` (patterns
+  processed per second of iteration time), ``seconds``, ``phase_err_rad`` (RMS phase error
+  against the ground truth over the illuminated area after removing global phase, shift and
+  phase ramp), ``final_loss`` (each code's own last data error: ours the normalised squared
+  amplitude misfit, pty-chi its MSE of sqrt intensities, not comparable to each other).
+* ``"benchmark": "sync"``: alternating projections on noiseless grids of 16x16-pixel frames
+  (see ``sync_case.py``): ``frames_grid``, ``sync_every`` (0 = none), ``iterations`` and
+  ``seconds`` to reach ``target`` object error (null if not reached within the cap),
+  ``reached``, ``final_error``, ``iterations_run``, ``seconds_run``.
+
+pty-chi (PyPI ``ptychi``) must be installed with ``--no-deps`` plus pandas, pydantic,
+scikit-learn and tifffile; ``ptychi_runner.py`` supplies the one torchvision class it imports.
+Without it the pty-chi records carry ``"error"`` and the rest still runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ptychi_runner import ptychi_available, run_ptychi_epie  # noqa: E402
+from sync_case import make_case, run_case  # noqa: E402
+
+from bluesky_ptychonn.dataset import ComplexImage, PtychoDataset, Reconstruction  # noqa: E402
+from bluesky_ptychonn.recon import EPIEOptions, make_task  # noqa: E402
+from bluesky_ptychonn.recon.quality import phase_error_rad  # noqa: E402
+from bluesky_ptychonn.sim import SimBeamline, SimBeamlineConfig, detector_preset  # noqa: E402
+from bluesky_ptychonn.sim.scans import fermat_spiral, step_from_overlap  # noqa: E402
+
+
+def simulated_scan(quick: bool) -> PtychoDataset:
+    """A Poisson-noisy Fermat-spiral scan of a gold test pattern (60 % overlap)."""
+    crop = 64 if quick else 128
+    radius = 0.35e-6 if quick else 0.75e-6
+    detector = detector_preset("eiger", crop_px=crop)
+    config = SimBeamlineConfig(
+        detector="eiger",
+        beam_size_m=100e-9 if quick else 150e-9,
+        photons=5e4 if quick else 2e5,
+        field_of_view_m=(2 * radius + 0.2e-6,) * 2,
+        sample="etched",
+        thickness_m=300e-9,
+        seed=3,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        beamline = SimBeamline(config, detector=detector)
+    step = step_from_overlap(beamline.beam_size_on_sample_m, 0.6)
+    return beamline.measure(fermat_spiral(radius, step_m=step))
+
+
+def _env() -> dict[str, Any]:
+    import torch
+
+    return {
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def epie_records(
+    dataset: PtychoDataset, batches: list[int], iterations: int, with_ptychi: bool
+) -> list[dict[str, Any]]:
+    """Our ePIE and pty-chi's on ``dataset``, batch by batch, interleaved."""
+    records = []
+    ok, why = ptychi_available() if with_ptychi else (False, "skipped (--skip-ptychi)")
+    version = why if ok else None
+    truth = dataset.ground_truth
+    common = {
+        "benchmark": "epie",
+        "iterations": iterations,
+        "n_patterns": dataset.n_patterns,
+        "pattern_shape": list(dataset.pattern_shape),
+        "device": "cpu",
+    }
+    for batch in batches:
+        task = make_task(dataset, EPIEOptions(iterations=iterations, batch_size=batch, seed=0))
+        task.run()
+        ours = task.result()
+        records.append(
+            {
+                **common,
+                "impl": "ours",
+                "batch": batch,
+                "patterns_per_s": task.patterns_per_second,
+                "seconds": task.seconds,
+                "phase_err_rad": phase_error_rad(ours, truth, probe=dataset.probe),
+                "final_loss": float(ours.error_history[-1]),
+                "settings": {k: v for k, v in ours.settings.items() if k != "run"},
+                **_env(),
+            }
+        )
+        print(
+            f"ours     batch {batch:4d}: {records[-1]['patterns_per_s']:8.1f} patterns/s, "
+            f"phase error {records[-1]['phase_err_rad']:.4f} rad",
+            flush=True,
+        )
+        record = {**common, "impl": "pty-chi", "batch": batch, "version": version}
+        if ok:
+            grid = task.scan.grid
+            out = run_ptychi_epie(
+                dataset.patterns,
+                grid.to_pixels(dataset.positions_m),
+                task.scan.probe,
+                grid.shape,
+                wavelength_m=dataset.wavelength_m,
+                pixel_size_m=grid.pixel_size_m,
+                iterations=iterations,
+                batch_size=batch,
+                seed=0,
+            )
+            theirs = Reconstruction(
+                ComplexImage(out["object"], grid.pixel_size_m, grid.origin_m),
+                out["probe"],
+                dataset.positions_m,
+            )
+            record.update(
+                patterns_per_s=iterations * dataset.n_patterns / out["seconds"],
+                seconds=out["seconds"],
+                phase_err_rad=phase_error_rad(theirs, truth, probe=dataset.probe),
+                final_loss=float(out["loss"][-1]) if len(out["loss"]) else None,
+                settings={
+                    "algorithm": "EPIE",
+                    "alpha": 1.0,
+                    "beta": 1.0,
+                    "probe_start": 1,
+                    "batching_mode": "random",
+                },
+                **_env(),
+            )
+            print(
+                f"pty-chi  batch {batch:4d}: {record['patterns_per_s']:8.1f} patterns/s, "
+                f"phase error {record['phase_err_rad']:.4f} rad",
+                flush=True,
+            )
+        else:
+            record["error"] = f"pty-chi not run: {why}"
+        records.append(record)
+    return records
+
+
+def sync_records(
+    grids: list[int],
+    everies: list[int],
+    max_iterations: dict[int, int],
+    max_seconds: dict[tuple[int, int], float],
+    power_iterations: int,
+    target: float,
+) -> list[dict[str, Any]]:
+    """The seed's table: iterations and seconds to reach ``target`` per grid and sync period."""
+    records = []
+    for grid in grids:
+        dataset = make_case(grid)
+        for every in everies:
+            run = run_case(
+                dataset,
+                every,
+                target=target,
+                max_iterations=max_iterations[grid],
+                max_seconds=max_seconds[(grid, every)],
+                power_iterations=power_iterations,
+            )
+            records.append(
+                {
+                    "benchmark": "sync",
+                    "impl": "ours",
+                    "algorithm": "ap",
+                    "frames_grid": grid,
+                    "frame_px": 16,
+                    "n_frames": grid * grid,
+                    "sync_every": every,
+                    "power_iterations": power_iterations if every else 0,
+                    "target": target,
+                    "iterations": run.iterations,
+                    "seconds": run.seconds,
+                    "reached": run.iterations is not None,
+                    "final_error": run.final_error,
+                    "iterations_run": run.iterations_run,
+                    "seconds_run": run.seconds_run,
+                    "iteration_cap": max_iterations[grid],
+                    "seconds_cap": max_seconds[(grid, every)],
+                    **_env(),
+                }
+            )
+            shown = run.iterations if run.iterations is not None else f">{run.iterations_run}"
+            print(
+                f"sync grid {grid:2d}x{grid:<2d} every {every}: {shown} iterations, "
+                f"{run.seconds_run:.1f} s, error {run.final_error:.2e}",
+                flush=True,
+            )
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench recon", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", required=True, help="output JSON file")
+    parser.add_argument("--quick", action="store_true", help="small sizes (under 2 minutes)")
+    parser.add_argument("--skip-ptychi", action="store_true", help="only our ePIE")
+    parser.add_argument("--skip-epie", action="store_true", help="no ePIE comparison")
+    parser.add_argument("--skip-sync", action="store_true", help="no synchronisation table")
+    parser.add_argument("--batches", type=int, nargs="+", help="ePIE batch sizes")
+    parser.add_argument("--iterations", type=int, help="ePIE iterations")
+    parser.add_argument("--grids", type=int, nargs="+", help="sync frame grids (g for g x g)")
+    parser.add_argument("--sync-power-iterations", type=int, default=20)
+    parser.add_argument("--sync-max-seconds", type=float, help="cap per sync run (s)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads for both codes (default 1: on a shared 2-core machine two "
+        "OpenMP threads stall whenever another process takes a core)",
+    )
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    quick = args.quick
+    batches = args.batches or ([8, 32] if quick else [16, 64, 256])
+    iterations = args.iterations or (10 if quick else 20)
+    grids = args.grids or ([8, 16] if quick else [8, 16, 32, 64])
+    caps = {8: 3000, 16: 10000, 32: 20000, 64: 20000}
+
+    started = time.perf_counter()
+    records: list[dict[str, Any]] = []
+    if not args.skip_epie:
+        dataset = simulated_scan(quick)
+        print(
+            f"ePIE: {dataset.n_patterns} patterns of {dataset.pattern_shape}, "
+            f"{iterations} iterations",
+            flush=True,
+        )
+        records += epie_records(dataset, batches, iterations, not args.skip_ptychi)
+    if not args.skip_sync:
+        # wall-clock caps per run (s): the 64x64 grid without sync needs an estimated 25,000
+        # iterations (about 25 min here) and is stopped early; it is reported as not reached
+        seconds = {(g, e): 60.0 for g in grids for e in (0, 1, 5)}
+        seconds.update({(32, 0): 240.0, (32, 1): 120.0, (32, 5): 150.0})
+        seconds.update({(64, 0): 90.0, (64, 1): 300.0, (64, 5): 200.0})
+        if args.sync_max_seconds:
+            seconds = dict.fromkeys(seconds, args.sync_max_seconds)
+        records += sync_records(
+            grids,
+            [0, 1, 5],
+            {g: caps.get(g, 20000) for g in grids},
+            seconds,
+            args.sync_power_iterations,
+            1e-4,
+        )
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(records, indent=1, allow_nan=False, default=float))
+    print(f"wrote {len(records)} records to {out} in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""`bluesky-ptychonn reconstruct FILE.cxi --out RECON.cxi`: iterative reconstruction of a scan.
+
+Reads a CXI file (patterns, translations and, if present, a probe), runs ePIE or alternating
+projections (`recon.reconstruct`), writes a CXI file with the scan and the reconstruction in
+``/entry_1/image_1`` (object, probe, positions, error history, settings) and a PNG of phase,
+amplitude, probe and error curve next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
+def build_options(args: argparse.Namespace):
+    """The option dataclass the arguments describe (raises ValueError on bad combinations)."""
+    from ..recon import APOptions, EPIEOptions, ObjectOptions, ProbeOptions, SyncOptions
+
+    probe = ProbeOptions(
+        update=not args.fixed_probe,
+        initial="data" if args.probe_from_data else "auto",
+        power_constraint=args.probe_power_constraint,
+    )
+    common = dict(
+        iterations=args.iterations,
+        object=ObjectOptions(),
+        probe=probe,
+        device=args.device,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    if args.algorithm == "epie":
+        if args.sync_every:
+            raise ValueError(
+                "--sync-every applies to --algorithm ap (ePIE keeps no set of frames to "
+                "synchronise)"
+            )
+        options = EPIEOptions(batch_size=args.batch_size, shuffle=not args.fixed_order, **common)
+    else:
+        options = APOptions(sync=SyncOptions(every=args.sync_every), **common)
+    options.validate()
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..recon import make_task
+    from ..recon.figure import plot_reconstruction
+    from ..storage.cxi import read_cxi, write_cxi
+
+    source = Path(args.file)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if out.resolve() == source.resolve():
+        raise ValueError("--out must differ from the input file")
+    png = Path(args.png) if args.png else out.with_suffix(".png")
+    options = build_options(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    dataset = read_cxi(source, translation_sign=args.translation_sign)
+    task = make_task(dataset, options)  # validates the data before any iteration
+    log.info(
+        "%s: %d patterns %dx%d, object %dx%d px of %.3g nm, probe from %s, device %s",
+        source.name,
+        task.scan.n_frames,
+        *task.frame_shape,
+        *task.object_shape,
+        task.scan.grid.pixel_size_m * 1e9,
+        task.scan.probe_source,
+        task.device,
+    )
+    task.run()
+    result = task.result()
+    write_cxi(out, dataset, result, overwrite=args.overwrite)
+    plot_reconstruction(
+        result, png, title=f"{source.name}: {result.algorithm}, {task.iteration} iterations"
+    )
+    summary = {
+        "out": str(out),
+        "png": str(png),
+        "iterations": task.iteration,
+        "final_error": result.error_history[-1] if result.error_history.size else None,
+        "seconds": round(task.seconds, 3),
+        "patterns_per_s": round(task.patterns_per_second, 1),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "reconstruct",
+        help="iterative reconstruction (ePIE or alternating projections) of a CXI scan",
+        description=__doc__,
+    )
+    parser.add_argument("file", help="input CXI file (patterns, translations, optional probe)")
+    parser.add_argument("--out", required=True, help="output CXI file (scan + /entry_1/image_1)")
+    parser.add_argument("--algorithm", choices=("epie", "ap"), default="epie")
+    parser.add_argument("--iterations", type=_non_negative_int, default=100)
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=32,
+        help="ePIE positions per vectorised batch (default 32)",
+    )
+    parser.add_argument(
+        "--sync-every",
+        type=_non_negative_int,
+        default=0,
+        help="AP: synchronise frame phases every K iterations (0: never)",
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the position order")
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy "
+        "machine)",
+    )
+    parser.add_argument(
+        "--fixed-order",
+        action="store_true",
+        help="ePIE: one random position order for all iterations",
+    )
+    parser.add_argument("--fixed-probe", action="store_true", help="do not refine the probe")
+    parser.add_argument(
+        "--probe-from-data",
+        action="store_true",
+        help="ignore the file's probe and build one from the data",
+    )
+    parser.add_argument(
+        "--probe-power-constraint",
+        action="store_true",
+        help="keep the probe's power at the mean counts of a pattern",
+    )
+    parser.add_argument(
+        "--translation-sign",
+        type=int,
+        choices=(1, -1),
+        default=1,
+        help="-1 when the file's translations are sample-stage displacements",
+    )
+    parser.add_argument("--png", help="figure path (default: OUT with .png)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)

@@ -1,0 +1,56 @@
+"""`bluesky-ptychonn serve --model MODEL`: run the edge inference endpoint in this process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..inference.server import EndpointConfig, EndpointServer
+
+    config = EndpointConfig(
+        model=args.model,
+        backend=args.backend,
+        precision=args.precision,
+        host=args.host,
+        frames_port=args.frames_port,
+        results_port=args.results_port,
+        control_port=args.control_port,
+        batch_size=args.batch_size,
+        batch_timeout_s=args.batch_timeout_ms / 1e3,
+        buffer_frames=args.buffer_frames,
+        name=args.name,
+    )
+    server = EndpointServer(config).start()
+    print(json.dumps({"ready": True, **server.status()}, default=str), flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: server._stop.set())
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the edge inference endpoint (ZMQ frames in, phase/amplitude out)",
+        description="Serve a PtychoNN model: frames arrive on a PULL socket, results leave on a "
+        "PUB socket, a REP socket answers status / load_model / run_start / run_stop requests.",
+    )
+    parser.add_argument("--model", required=True, help="model directory, sidecar, weights or ONNX")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--precision", default=None)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback)")
+    parser.add_argument("--frames-port", type=int, default=5560)
+    parser.add_argument("--results-port", type=int, default=5561)
+    parser.add_argument("--control-port", type=int, default=5562)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-timeout-ms", type=float, default=2.0)
+    parser.add_argument("--buffer-frames", type=int, default=10_000)
+    parser.add_argument("--name", default="ptychonn-endpoint")
+    parser.set_defaults(func=run)

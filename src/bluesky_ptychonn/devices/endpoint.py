@@ -1,0 +1,159 @@
+"""`InferenceEndpoint`: the edge inference endpoint as an Ophyd device.
+
+The endpoint is a process (``bluesky-ptychonn serve``), maybe on another host; this device is
+its face in a RunEngine session:
+
+* configuration signals: the model version it serves, its backend and batch size, the wire
+  addresses and ``stream_id`` (the label the frames of this staging carry on the wire, so
+  that callbacks can pick this run's results out of the endpoint's result stream);
+* ``stage`` opens a run on the endpoint and, when a frame ``source`` is given (a detector's
+  frame stream, e.g. ``sim_eiger.hutch.detectors["eiger"]``), attaches a `FrameStreamer`
+  that sends every frame to the endpoint and keeps it until it is answered; ``unstage`` waits
+  for every frame to be answered and closes the run;
+* readings a plan can use: frames inferred and rejected, rate, queue depth, and summary
+  statistics of the latest phase patch (``trigger`` refreshes them from the endpoint);
+  ``latest_results`` holds the newest patches for adaptive plans.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import deque
+from typing import Any
+
+import numpy as np
+from ophyd import Component as Cpt
+from ophyd import Device, Signal
+from ophyd.status import Status
+
+from ..inference.server import EndpointClient
+from ..stream.streamer import FrameStreamer
+from ..stream.wire import Message
+
+LATEST_RESULTS = 256  # result batches kept for adaptive plans
+
+
+class InferenceEndpoint(Device):
+    """An inference endpoint reached over ZMQ (see the module docstring).
+
+    Args:
+        frames_address, results_address, control_address: the endpoint's sockets.
+        source: an object with ``add_frame_listener`` / ``remove_frame_listener`` whose frames
+            go to the endpoint while staged (None: the detector streams by itself).
+        flush_timeout_s: how long ``unstage`` waits for unanswered frames.
+    """
+
+    model_version = Cpt(Signal, value="", kind="config")
+    backend = Cpt(Signal, value="", kind="config")
+    stream_id = Cpt(Signal, value="", kind="config")
+    results_address = Cpt(Signal, value="", kind="config")
+    frames_inferred = Cpt(Signal, value=0, kind="hinted")
+    frames_rejected = Cpt(Signal, value=0, kind="normal")
+    frames_pending = Cpt(Signal, value=0, kind="normal")
+    rate_fps = Cpt(Signal, value=0.0, kind="normal")
+    queue_depth = Cpt(Signal, value=0, kind="normal")
+    latency_p99_ms = Cpt(Signal, value=0.0, kind="normal")
+    phase_mean = Cpt(Signal, value=0.0, kind="normal")
+    phase_std = Cpt(Signal, value=0.0, kind="normal")
+    phase_min = Cpt(Signal, value=0.0, kind="normal")
+    phase_max = Cpt(Signal, value=0.0, kind="normal")
+
+    def __init__(
+        self,
+        frames_address: str,
+        results_address: str,
+        control_address: str,
+        *,
+        source: Any = None,
+        flush_timeout_s: float = 60.0,
+        name: str = "endpoint",
+        **kwargs: Any,
+    ):
+        super().__init__(name=name, **kwargs)
+        self.frames_address = frames_address
+        self.client = EndpointClient(control_address)
+        self.source = source
+        self.flush_timeout_s = flush_timeout_s
+        self.streamer: FrameStreamer | None = None
+        self.latest_results: deque[Message] = deque(maxlen=LATEST_RESULTS)
+        self._lock = threading.Lock()
+        self.results_address.put(results_address)
+        self.refresh()
+
+    def refresh(self) -> dict[str, Any]:
+        """Read the endpoint's status into the signals; raises TimeoutError if it is down."""
+        status = self.client.status()
+        self.model_version.put(status["model_version"])
+        self.backend.put(f"{status['backend']}-{status['precision']}-{status['device']}")
+        run = status.get("run", {})
+        if run.get("run_uid") and run["run_uid"] == self.stream_id.get():
+            self.frames_inferred.put(int(run["inferred"]))
+            self.frames_rejected.put(int(run["rejected"]) + int(run["dropped"]))
+        self.rate_fps.put(float(status["rate_fps"]))
+        self.queue_depth.put(int(status["queue_depth"]))
+        self.latency_p99_ms.put(float(status["latency_p99_ms"]))
+        if self.streamer is not None:
+            self.frames_pending.put(self.streamer.pending)
+        return status
+
+    def _on_result(self, message: Message) -> None:
+        if message.kind != "results":
+            return
+        self.latest_results.append(message)
+        phase = message.arrays["phase"][-1]
+        self.phase_mean.put(float(phase.mean()))
+        self.phase_std.put(float(phase.std()))
+        self.phase_min.put(float(phase.min()))
+        self.phase_max.put(float(phase.max()))
+
+    def stage(self) -> list[Any]:
+        stream_id = uuid.uuid4().hex
+        self.stream_id.put(stream_id)
+        reply = self.client.run_start(stream_id)
+        if not reply.get("ok"):
+            raise RuntimeError(f"the inference endpoint refused run_start: {reply}")
+        self.latest_results.clear()
+        self.streamer = FrameStreamer(
+            self.frames_address,
+            self.results_address.get(),
+            run_uid=stream_id,
+            on_result=self._on_result,
+        )
+        if self.source is not None:
+            self.source.add_frame_listener(self.streamer)
+        self.refresh()
+        return super().stage()
+
+    def unstage(self) -> list[Any]:
+        streamer, self.streamer = self.streamer, None
+        try:
+            if streamer is not None:
+                if self.source is not None:
+                    self.source.remove_frame_listener(streamer)
+                if not streamer.flush(self.flush_timeout_s):
+                    raise TimeoutError(
+                        f"{streamer.pending} frames were not answered by the inference endpoint "
+                        f"within {self.flush_timeout_s} s (they are kept by the sender)"
+                    )
+                self.frames_pending.put(0)
+            self.client.run_stop()
+            self.refresh()
+        finally:
+            if streamer is not None:
+                streamer.close()
+        return super().unstage()
+
+    def trigger(self) -> Status:
+        """Refresh the readings from the endpoint (cheap; returns a finished status)."""
+        status = Status(obj=self)
+        self.refresh()
+        status.set_finished()
+        return status
+
+    def latest_phase(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(frame ids, phase patches) of the newest result batch, or None before any."""
+        if not self.latest_results:
+            return None
+        message = self.latest_results[-1]
+        return np.asarray(message.frame_ids), message.arrays["phase"]

@@ -1,0 +1,141 @@
+"""ONNX Runtime engine: CPU (fp32, or int8 after static quantisation) and the CUDA provider.
+
+The session runs with all graph optimisations (conv + activation fusion, NCHWc layouts on
+x86), ``intra_op_num_threads`` threads (default: the cores this process may use) and
+sequential execution. An int8 model comes from `quantize.quantize_onnx` (QOperator format,
+per-channel int8 weights, uint8 activations calibrated on simulated patterns) and runs
+through the same engine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..model.checkpoint import Sidecar
+from .engine import MAX_BATCH, BackendUnavailable, InferenceEngine
+
+
+def available_providers() -> list[str]:
+    """ONNX Runtime execution providers of this installation ([] without onnxruntime)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return []
+    return list(ort.get_available_providers())
+
+
+def cuda_provider_usable() -> bool:
+    """True when ONNX Runtime has its CUDA provider *and* a CUDA device is visible."""
+    if "CUDAExecutionProvider" not in available_providers():
+        return False
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+
+
+def default_threads() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class OnnxRuntimeEngine(InferenceEngine):
+    """Run an ONNX graph of a PtychoNN model with ONNX Runtime.
+
+    Args:
+        onnx_path: the graph to run (fp32 export, or its int8 quantisation).
+        sidecar: the model's sidecar (preprocessing, version).
+        device: "cpu" or "cuda[:N]" (the CUDA execution provider).
+        precision: label of the graph's arithmetic ("fp32" or "int8"); it does not convert.
+        threads: intra-op threads on CPU (default: all cores this process may use).
+        max_batch: largest batch accepted.
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        onnx_path: str | os.PathLike[str],
+        sidecar: Sidecar,
+        *,
+        device: str = "cpu",
+        precision: str = "fp32",
+        threads: int | None = None,
+        max_batch: int = MAX_BATCH,
+    ):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendUnavailable(
+                "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu)"
+            ) from None
+        if precision not in ("fp32", "int8"):
+            raise BackendUnavailable(
+                f"ONNX Runtime engine runs fp32 or int8 graphs, not {precision!r}"
+            )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        threads = threads or default_threads()
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+        if device.startswith("cuda"):
+            if not cuda_provider_usable():
+                raise BackendUnavailable(
+                    "ONNX Runtime's CUDA provider is not available (needs onnxruntime-gpu and a "
+                    "CUDA device)"
+                )
+            index = int(device.split(":")[1]) if ":" in device else 0
+            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+            device = f"cuda:{index}"
+        elif device == "cpu":
+            providers = ["CPUExecutionProvider"]
+        else:
+            raise BackendUnavailable(f"ONNX Runtime engine runs on cpu or cuda, not {device!r}")
+        super().__init__(sidecar, precision, device, max_batch)
+        self.onnx_path = Path(onnx_path)
+        try:
+            self._session = ort.InferenceSession(str(self.onnx_path), options, providers=providers)
+        except Exception as error:  # ORT raises its own exception types for bad files
+            from ..model.checkpoint import ModelFileError
+
+            raise ModelFileError(
+                f"ONNX Runtime could not load {self.onnx_path}: {str(error).splitlines()[0]}"
+            ) from None
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1:
+            raise BackendUnavailable(f"{self.onnx_path} has {len(inputs)} inputs; expected one")
+        self._input_name = inputs[0].name
+        self._output_name = self._session.get_outputs()[0].name
+        shape = inputs[0].shape
+        if len(shape) != 4 or tuple(shape[1:]) != (1, *self.input_shape):
+            from ..model.checkpoint import ModelFileError
+
+            raise ModelFileError(
+                f"{self.onnx_path} takes input {shape}, but its sidecar says (N, 1, "
+                f"{self.input_shape[0]}, {self.input_shape[1]})"
+            )
+        self.info.details.update(
+            {
+                "providers": self._session.get_providers(),
+                "threads": int(threads),
+                "onnxruntime": ort.__version__,
+                "graph": self.onnx_path.name,
+            }
+        )
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        (out,) = self._session.run([self._output_name], {self._input_name: x})
+        return np.asarray(out, dtype=np.float32)
+
+    def close(self) -> None:
+        self._session = None

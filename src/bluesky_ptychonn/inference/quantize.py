@@ -1,0 +1,160 @@
+"""int8 static quantisation of an exported model, calibrated on simulated diffraction patterns.
+
+ONNX Runtime's static quantiser turns the fp32 graph into QLinearConv operators (QOperator
+format; per-channel symmetric int8 weights, uint8 activations) whose scales come from running
+the fp32 graph on calibration inputs. The calibration inputs are simulated patterns
+(`model.data.simulate_training_set`) of several sample kinds, prepared with the model's own
+preprocessing, so the activation ranges are those of real use.
+
+What stays in float (measured choices, see docs/benchmarks.md): the bilinear ``Resize``
+operators (ONNX Runtime's uint8 Resize is slower than the float one plus the conversions), the
+output convolution and everything after it (the tanh / sigmoid output stage: an 8-bit
+pre-activation quantises the phase to ~0.02 rad steps, which cost most of the accuracy).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..model.checkpoint import Sidecar
+from ..model.data import simulate_training_set
+from .engine import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_KINDS = ("etched", "siemens-star", "letters")
+KEEP_FLOAT_OPS = ("Resize",)
+
+
+def calibration_inputs(sidecar: Sidecar, n: int = 96, seed: int = 1234) -> np.ndarray:
+    """(n, 1, H, W) float32 preprocessed simulated patterns for calibration.
+
+    The beamline settings come from the sidecar's training provenance when it has them
+    (detector, defocus, photons), else the simulator's defaults for training data.
+    """
+    prep = sidecar.preprocessing
+    beamline = {}
+    data = sidecar.training.get("data", {}) if isinstance(sidecar.training, dict) else {}
+    if isinstance(data, dict):
+        beamline = data.get("beamline") or {}
+    options = {
+        "detector": beamline.get("detector", "eiger"),
+        "defocus_m": float(beamline.get("defocus_m", 250e-6)),
+        "photons": float(beamline.get("photons", 1e6)),
+    }
+    per_kind = max(1, n // len(CALIBRATION_KINDS))
+    frames = []
+    for i, kind in enumerate(CALIBRATION_KINDS):
+        ts = simulate_training_set(
+            per_kind, prep, sample=kind, n_samples=1, seed=seed + i, **options
+        )
+        frames.append(ts.frames)
+    return prep.apply(np.concatenate(frames))
+
+
+def _float_nodes(model_path: Path) -> list[str]:
+    """Names of the nodes kept in float: Resize ops and everything after the last Conv."""
+    import onnx
+
+    graph = onnx.load(str(model_path)).graph
+    nodes = list(graph.node)
+    conv_positions = [i for i, node in enumerate(nodes) if node.op_type == "Conv"]
+    last_conv = conv_positions[-1] if conv_positions else len(nodes)
+    keep = [n.name for n in nodes if n.op_type in KEEP_FLOAT_OPS]
+    keep += [n.name for n in nodes[last_conv + 1 :]]
+    return keep
+
+
+def quantize_onnx(
+    fp32_onnx: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    calibration: np.ndarray,
+    *,
+    keep_first_conv_float: bool = False,
+    float_last_convs: int = 1,
+    method: str = "minmax",
+) -> Path:
+    """Write an int8 (QOperator) version of ``fp32_onnx`` calibrated on ``calibration``.
+
+    Args:
+        fp32_onnx: the exported graph.
+        out: the quantised graph to write.
+        calibration: (N, 1, H, W) float32 preprocessed inputs (e.g. `calibration_inputs`).
+        keep_first_conv_float: keep the input convolution (1 channel in) in float.
+        float_last_convs: how many of the last convolutions stay in float (1: the output
+            conv, whose 8-bit output would quantise the phase to ~0.02 rad steps; that alone
+            cost most of the accuracy in our measurements).
+        method: activation range calibration, "minmax", "percentile" (99.999 %) or
+            "entropy".
+    """
+    try:
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError:
+        raise BackendUnavailable("int8 quantisation needs onnxruntime and onnx") from None
+    fp32_onnx, out = Path(fp32_onnx), Path(out)
+    calibration = np.ascontiguousarray(calibration, dtype=np.float32)
+    if calibration.ndim != 4 or calibration.shape[0] < 1:
+        raise ValueError(f"calibration inputs must be (N, 1, H, W), got {calibration.shape}")
+
+    import onnx
+
+    input_name = onnx.load(str(fp32_onnx)).graph.input[0].name
+    batch = 16
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter(
+                [
+                    {input_name: calibration[s : s + batch]}
+                    for s in range(0, len(calibration), batch)
+                ]
+            )
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._batches, None)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bpnn-quant-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
+        keep = _float_nodes(pre)
+        convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
+        if keep_first_conv_float:
+            keep.append(convs[0])
+        if float_last_convs > 0:
+            keep += convs[-float_last_convs:]
+        methods = {
+            "minmax": CalibrationMethod.MinMax,
+            "percentile": CalibrationMethod.Percentile,
+            "entropy": CalibrationMethod.Entropy,
+        }
+        if method not in methods:
+            raise ValueError(f"calibration method must be one of {sorted(methods)}")
+        partial = out.with_suffix(".partial.onnx")
+        quantize_static(
+            str(pre),
+            str(partial),
+            _Reader(),
+            quant_format=QuantFormat.QOperator,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=methods[method],
+            nodes_to_exclude=keep,
+            extra_options={"CalibPercentile": 99.999},
+        )
+        partial.replace(out)
+    log.info("quantised %s -> %s (%d nodes kept in float)", fp32_onnx.name, out, len(keep))
+    return out

@@ -1,0 +1,454 @@
+"""The edge inference endpoint: frames in (ZMQ PULL), phase/amplitude out (ZMQ PUB).
+
+One process, three threads:
+
+* **receive**: decodes wire messages, validates every frame (shape, dtype, finite values)
+  and queues the good ones in a bounded buffer; bad frames are rejected with a reason and
+  answered at once with a ``rejected`` message (so the sender stops waiting for them); frames
+  beyond the buffer are dropped, counted and answered the same way — never silently.
+* **infer**: adaptive batching: a full batch when the queue holds one, otherwise whatever has
+  arrived once the oldest frame has waited ``batch_timeout_s``; the tail of a run always goes.
+  Each batch is preprocessed and inferred by the current engine and published as a
+  ``results`` message (phase, amplitude, frame ids, positions, model version, the frames'
+  creation time for latency).
+* **control**: a REP socket answering JSON requests: ``status``, ``load_model`` (the new model
+  is loaded and checked before it replaces the old one, which keeps serving on failure),
+  ``run_start``, ``run_stop`` (waits until the run's frames are all answered), ``shutdown``.
+
+Sockets bind to 127.0.0.1 unless configured otherwise. Run it with
+``bluesky-ptychonn serve --model MODEL``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from ..stream.sockets import LOOPBACK, FrameReceiver, ResultPublisher, tcp_address
+from ..stream.wire import Message
+
+log = logging.getLogger(__name__)
+
+LATENCY_WINDOW = 4096  # latencies kept for the status percentiles
+
+
+@dataclass
+class EndpointConfig:
+    """Settings of an inference endpoint.
+
+    Attributes:
+        model: model file or directory (sidecar + weights or ONNX).
+        backend: engine backend ("auto", "tensorrt", "onnxruntime", "pytorch").
+        precision: engine precision, or None for the backend's default.
+        host: interface the sockets bind to (loopback unless configured).
+        frames_port, results_port, control_port: TCP ports.
+        batch_size: largest batch sent to the engine (frames).
+        batch_timeout_s: longest a frame waits for a batch to fill, seconds.
+        buffer_frames: frames the endpoint holds before it drops (and reports) new ones.
+        name: label in status replies and result messages.
+    """
+
+    model: str
+    backend: str = "auto"
+    precision: str | None = None
+    host: str = LOOPBACK
+    frames_port: int = 5560
+    results_port: int = 5561
+    control_port: int = 5562
+    batch_size: int = 32
+    batch_timeout_s: float = 0.002
+    buffer_frames: int = 10_000
+    name: str = "ptychonn-endpoint"
+
+    def validate(self) -> None:
+        if not 1 <= self.batch_size <= 64:
+            raise ValueError(f"batch_size must lie in 1..64, got {self.batch_size}")
+        if not self.batch_timeout_s >= 0:
+            raise ValueError(f"batch_timeout_s must be >= 0, got {self.batch_timeout_s}")
+        if self.buffer_frames < self.batch_size:
+            raise ValueError("buffer_frames must hold at least one batch")
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        return {
+            "frames": tcp_address(self.frames_port, self.host),
+            "results": tcp_address(self.results_port, self.host),
+            "control": tcp_address(self.control_port, self.host),
+        }
+
+
+@dataclass
+class _Item:
+    frame: np.ndarray
+    frame_id: int
+    position: np.ndarray | None
+    created: float
+    run_uid: str
+
+
+@dataclass
+class RunCounters:
+    """Per-run tallies, reset by ``run_start``."""
+
+    run_uid: str = ""
+    received: int = 0
+    inferred: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    started: float = field(default_factory=time.time)
+
+
+def check_engine(engine: Any) -> None:
+    """Run an engine once on zeros and check its output; raises ValueError if it is unusable."""
+    h, w = engine.preprocessing.frame_shape
+    output = engine.infer(np.zeros((2, h, w), dtype=np.float32))
+    if output.ndim != 4 or output.shape[:2] != (2, 2):
+        raise ValueError(f"the model returned shape {output.shape}, expected (2, 2, H, W)")
+    if not np.all(np.isfinite(output)):
+        raise ValueError("the model returned non-finite values on a blank frame")
+
+
+class EndpointServer:
+    """An inference endpoint serving one model at a time (see the module docstring)."""
+
+    def __init__(self, config: EndpointConfig, *, context: zmq.Context | None = None):
+        config.validate()
+        self.config = config
+        self.context = context or zmq.Context()
+        self._engine = self._load(config.model)
+        self._engine_lock = threading.Lock()
+        self._queue: deque[_Item] = deque()
+        self._queue_ready = threading.Condition()
+        self._in_flight = 0  # frames taken from the queue and not yet answered
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.totals = Counter()
+        self.reject_reasons: Counter[str] = Counter()
+        self.run = RunCounters()
+        self._latencies_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._rate_window: deque[tuple[float, int]] = deque(maxlen=256)
+        self.started = time.time()
+        addresses = config.addresses
+        self.receiver = FrameReceiver(addresses["frames"], context=self.context)
+        self.publisher = ResultPublisher(addresses["results"], context=self.context)
+        self._publish_lock = threading.Lock()
+        self.control = self.context.socket(zmq.REP)
+        self.control.setsockopt(zmq.LINGER, 0)
+        self.control.bind(addresses["control"])
+
+    # ---- model ---------------------------------------------------------------------------------
+    def _load(self, model_path: str):
+        from .loader import load_engine
+
+        engine = load_engine(
+            model_path, self.config.backend, precision=self.config.precision,
+            max_batch=max(self.config.batch_size, 1),
+        )  # fmt: skip
+        check_engine(engine)
+        engine.warmup((1, self.config.batch_size))
+        return engine
+
+    @property
+    def model_version(self) -> str:
+        return self._engine.info.model_version
+
+    def load_model(self, model_path: str) -> dict[str, Any]:
+        """Load, check and swap in a new model; the old one keeps serving if anything fails."""
+        try:
+            engine = self._load(model_path)
+            old_shape = self._engine.preprocessing.frame_shape
+            if engine.preprocessing.frame_shape != old_shape:
+                raise ValueError(
+                    f"the new model takes {engine.preprocessing.frame_shape} frames, the stream "
+                    f"carries {old_shape}"
+                )
+        except Exception as error:  # noqa: BLE001 - any failure keeps the old model
+            log.error("model swap to %s refused: %s", model_path, error)
+            return {"ok": False, "error": f"{type(error).__name__}: {error}",
+                    "model_version": self.model_version}  # fmt: skip
+        with self._engine_lock:
+            old, self._engine = self._engine, engine
+        old.close()
+        log.info("now serving model %s", self.model_version)
+        return {"ok": True, "model_version": self.model_version}
+
+    # ---- threads -------------------------------------------------------------------------------
+    def start(self) -> EndpointServer:
+        for target in (self._receive_loop, self._infer_loop, self._control_loop):
+            thread = threading.Thread(target=target, name=target.__name__, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("endpoint %s serving %s on %s", self.config.name, self.model_version,
+                 self.config.addresses)  # fmt: skip
+        return self
+
+    def wait(self) -> None:
+        """Block until ``shutdown`` (control request) or `stop`."""
+        while not self._stop.wait(0.5):
+            pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._queue_ready:
+            self._queue_ready.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for closable in (self.receiver, self.publisher):
+            closable.close()
+        self.control.close(linger=0)
+        self._engine.close()
+
+    def _reject(self, message: Message, indices: list[int], reason: str, dropped: bool) -> None:
+        key = "dropped" if dropped else "rejected"
+        self.totals[key] += len(indices)
+        setattr(self.run, key, getattr(self.run, key) + len(indices))
+        self.reject_reasons[reason] += len(indices)
+        answer = Message(
+            kind="rejected",
+            run_uid=message.run_uid,
+            timestamp=message.timestamp,
+            frame_ids=[message.frame_ids[i] for i in indices],
+            extra={"reason": reason, "dropped": dropped, "endpoint": self.config.name},
+        )
+        with self._publish_lock:
+            self.publisher.publish(answer)
+
+    def _frame_problem(self, frames: np.ndarray) -> list[str | None]:
+        """One reason per frame (None: good)."""
+        try:
+            self._engine.preprocessing.check_frames(frames)
+        except ValueError as error:
+            return [str(error)] * len(frames)
+        finite = np.ones(len(frames), dtype=bool)
+        if frames.dtype.kind in "fc":
+            finite = np.isfinite(frames.reshape(len(frames), -1)).all(axis=1)
+        return [None if ok else "frame contains NaN or infinite values" for ok in finite]
+
+    def _receive_loop(self) -> None:
+        while not self._stop.is_set():
+            message = self.receiver.receive(timeout_s=0.1)
+            if message is None:
+                continue
+            frames = message.arrays.get("frames")
+            if message.kind != "frames" or frames is None or frames.ndim != 3 \
+                    or len(message.frame_ids) != frames.shape[0]:  # fmt: skip
+                if message.frame_ids:
+                    self._reject(message, list(range(len(message.frame_ids))),
+                                 "a frames message needs an (N, h, w) 'frames' array and N ids",
+                                 dropped=False)  # fmt: skip
+                continue
+            self.totals["received"] += len(frames)
+            if message.run_uid == self.run.run_uid:
+                self.run.received += len(frames)
+            problems = self._frame_problem(frames)
+            by_reason: dict[str, list[int]] = {}
+            good: list[int] = []
+            for index, problem in enumerate(problems):
+                (by_reason.setdefault(problem, []) if problem else good).append(index)
+            for reason, indices in by_reason.items():
+                self._reject(message, indices, reason, dropped=False)
+            with self._queue_ready:
+                room = self.config.buffer_frames - len(self._queue)
+                accepted, overflow = good[: max(room, 0)], good[max(room, 0) :]
+                for index in accepted:
+                    position = None if message.positions_m is None else message.positions_m[index]
+                    self._queue.append(
+                        _Item(frames[index], message.frame_ids[index], position,
+                              message.timestamp, message.run_uid)
+                    )  # fmt: skip
+                self._queue_ready.notify()
+            if overflow:
+                self._reject(message, overflow, "endpoint buffer full", dropped=True)
+
+    def _next_batch(self) -> list[_Item]:
+        batch_size, timeout = self.config.batch_size, self.config.batch_timeout_s
+        with self._queue_ready:
+            while not self._queue and not self._stop.is_set():
+                self._queue_ready.wait(0.1)
+            if self._stop.is_set():
+                return []
+            deadline = time.monotonic() + timeout
+            while len(self._queue) < batch_size and not self._stop.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._queue_ready.wait(remaining)
+            count = min(batch_size, len(self._queue))
+            self._in_flight = count
+            return [self._queue.popleft() for _ in range(count)]
+
+    def _infer_loop(self) -> None:
+        while not self._stop.is_set():
+            batch = self._next_batch()
+            if not batch:
+                continue
+            # a batch never mixes runs: split where the run uid changes
+            start = 0
+            for end in range(1, len(batch) + 1):
+                if end == len(batch) or batch[end].run_uid != batch[start].run_uid:
+                    self._infer(batch[start:end])
+                    start = end
+            self._in_flight = 0
+
+    def _infer(self, items: list[_Item]) -> None:
+        frames = np.stack([item.frame for item in items])
+        with self._engine_lock:
+            engine = self._engine
+            output = engine.infer(frames)
+            version = engine.info.model_version
+        positions = [item.position for item in items]
+        now = time.time()
+        message = Message(
+            kind="results",
+            arrays={
+                "phase": np.ascontiguousarray(output[:, 0]),
+                "amplitude": np.ascontiguousarray(output[:, 1]),
+                "created": np.array([item.created for item in items], dtype=np.float64),
+            },
+            run_uid=items[0].run_uid,
+            timestamp=now,
+            frame_ids=[item.frame_id for item in items],
+            positions_m=None if any(p is None for p in positions) else np.stack(positions),
+            model_version=version,
+            # patch pixel size over the full frame's object pixel size (crop coarsens it)
+            extra={
+                "endpoint": self.config.name,
+                "pixel_scale": engine.preprocessing.object_patch_geometry(1.0)[0],
+            },
+        )
+        # count before publishing: whoever sees the result may ask for the counts at once
+        self.totals["inferred"] += len(items)
+        self.totals["batches"] += 1
+        if items[0].run_uid == self.run.run_uid:
+            self.run.inferred += len(items)
+        self._latencies_ms.extend((now - item.created) * 1e3 for item in items)
+        self._rate_window.append((time.monotonic(), len(items)))
+        with self._publish_lock:
+            self.publisher.publish(message)
+
+    # ---- control -------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """Counters, queue depth, rate, latency percentiles, model version."""
+        latencies = np.array(self._latencies_ms) if self._latencies_ms else np.zeros(1)
+        window = list(self._rate_window)
+        rate = 0.0
+        if len(window) > 1 and window[-1][0] > window[0][0]:
+            rate = sum(n for _, n in window[1:]) / (window[-1][0] - window[0][0])
+        return {
+            "name": self.config.name,
+            "model_version": self.model_version,
+            "backend": self._engine.info.backend,
+            "precision": self._engine.info.precision,
+            "device": self._engine.info.device,
+            "frames_received": self.totals["received"],
+            "frames_inferred": self.totals["inferred"],
+            "frames_rejected": self.totals["rejected"],
+            "frames_dropped": self.totals["dropped"],
+            "batches": self.totals["batches"],
+            "reject_reasons": dict(self.reject_reasons),
+            "queue_depth": len(self._queue),
+            "rate_fps": rate,
+            "latency_p50_ms": float(np.percentile(latencies, 50)),
+            "latency_p99_ms": float(np.percentile(latencies, 99)),
+            "run": asdict(self.run),
+            "uptime_s": time.time() - self.started,
+            "addresses": self.config.addresses,
+        }
+
+    def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        command = request.get("command")
+        if command == "status":
+            return {"ok": True, **self.status()}
+        if command == "load_model":
+            path = request.get("path")
+            if not isinstance(path, str):
+                return {"ok": False, "error": "load_model needs a 'path' string"}
+            return self.load_model(path)
+        if command == "run_start":
+            self.run = RunCounters(run_uid=str(request.get("run_uid", "")))
+            return {"ok": True, "run": asdict(self.run)}
+        if command == "run_stop":
+            deadline = time.monotonic() + float(request.get("timeout_s", 30.0))
+            uid = self.run.run_uid
+            while time.monotonic() < deadline and (
+                self._in_flight or any(i.run_uid == uid for i in list(self._queue))
+            ):
+                time.sleep(0.005)
+            return {"ok": True, "run": asdict(self.run), "queue_depth": len(self._queue)}
+        if command == "shutdown":
+            self._stop.set()
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown command {command!r}"}
+
+    def _control_loop(self) -> None:
+        while not self._stop.is_set():
+            if not self.control.poll(100):
+                continue
+            raw = self.control.recv()
+            try:
+                request = json.loads(raw)
+                if not isinstance(request, dict):
+                    raise ValueError("a request must be a JSON object")
+                reply = self._handle(request)
+            except (ValueError, json.JSONDecodeError) as error:
+                reply = {"ok": False, "error": str(error)}
+            self.control.send(json.dumps(reply, default=str).encode())
+
+
+class EndpointClient:
+    """Control-channel client (REQ) with timeouts: a dead endpoint raises, it does not hang."""
+
+    def __init__(
+        self, address: str, *, timeout_s: float = 10.0, context: zmq.Context | None = None
+    ):
+        self.address = address
+        self.timeout_s = timeout_s
+        self.context = context or zmq.Context.instance()
+        self._socket: zmq.Socket | None = None
+
+    def _connect(self) -> zmq.Socket:
+        if self._socket is None:
+            self._socket = self.context.socket(zmq.REQ)
+            self._socket.setsockopt(zmq.LINGER, 0)
+            self._socket.connect(self.address)
+        return self._socket
+
+    def request(
+        self, command: str, *, reply_timeout_s: float | None = None, **arguments: Any
+    ) -> dict:
+        """Send one request; raises TimeoutError naming the endpoint if no reply comes."""
+        socket = self._connect()
+        socket.send(json.dumps({"command": command, **arguments}).encode())
+        if not socket.poll(int((reply_timeout_s or self.timeout_s) * 1000)):
+            socket.close(linger=0)  # a REQ socket without its reply is unusable: start afresh
+            self._socket = None
+            raise TimeoutError(f"inference endpoint at {self.address} did not answer {command!r}")
+        return json.loads(socket.recv())
+
+    def status(self) -> dict:
+        return self.request("status")
+
+    def load_model(self, path: str, timeout_s: float = 120.0) -> dict:
+        return self.request("load_model", reply_timeout_s=timeout_s, path=str(path))
+
+    def run_start(self, run_uid: str) -> dict:
+        return self.request("run_start", run_uid=run_uid)
+
+    def run_stop(self, timeout_s: float = 30.0) -> dict:
+        return self.request("run_stop", reply_timeout_s=timeout_s + 5, timeout_s=timeout_s)
+
+    def shutdown(self) -> dict:
+        return self.request("shutdown")
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None

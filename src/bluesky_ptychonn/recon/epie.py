@@ -1,0 +1,88 @@
+"""ePIE (Maiden & Rodenburg 2009) on mini-batches of positions, vectorised in torch.
+
+Per batch of B positions (no Python loop over positions):
+
+    psi_b   = P_b * O_b                       P_b: probe moved by the sub-pixel offset of b
+    dpsi_b  = F^-1[ P_M(F psi_b) ] - psi_b    P_M: replace the modulus by sqrt(counts)
+    I       = sum_b |P_b|^2                   the batch's illumination (on the object grid)
+    O      += alpha * sum_b conj(P_b) dpsi_b / ((1 - r) I + r max I)
+    P      += beta * mean_b S_b^-1[ conj(O_b) dpsi_b ] / max |O|^2       (S_b: sub-pixel shift)
+
+With B = 1 and r = 1 this is exactly the sequential ePIE; r < 1 is rPIE's regularised
+denominator (Maiden, Johnson & Li, Optica 2017) applied to the batch's summed illumination, so
+overlapping positions of one batch never overshoot and any batch size is stable with
+alpha = 1. The position order is a seeded random permutation, drawn every iteration or once
+(``shuffle``). A batch costs four FFTs per position with sub-pixel positions (two without)
+and a fixed, small number of passes over the batch's arrays.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import ops
+from .options import EPIEOptions
+from .task import ReconstructionTask
+
+
+class EPIETask(ReconstructionTask):
+    """A steppable ePIE reconstruction (see the module docstring for the update rules)."""
+
+    options: EPIEOptions
+    _batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def _draw_batches(self) -> None:
+        """Draw the position order; keep (frames, flat window indices) of every batch."""
+        n = self.scan.n_frames
+        size = self.options.batch_size
+        order = torch.from_numpy(self.rng.permutation(n)).to(self.device)
+        self._batches = [
+            (frames, self.window_index(frames))
+            for frames in (order[s : s + size] for s in range(0, n, size))
+        ]
+
+    def _iterate(self) -> float:
+        opts = self.options
+        if opts.shuffle or self._batches is None:
+            self._draw_batches()
+        update_probe = self.probes_update_allowed()
+        alpha = float(opts.object.step_size)
+        beta = float(opts.probe.step_size)
+        reg = float(opts.object.regularisation)
+        flat = self.object.view(-1)
+        valid = None if self.all_valid else self.valid
+        illumination = torch.zeros(flat.shape[0], dtype=torch.float32, device=self.device)
+        misfit = torch.zeros((), dtype=torch.float32, device=self.device)
+        object_peak = float(ops.intensity(self.object).max()) if update_probe else 1.0
+        for frames, index in self._batches:
+            count = frames.shape[0]
+            patches = ops.gather(flat, index, self.frame_shape)
+            probes = self.shifted_probes(frames, ops.fft2(self.probe) if self.subpixel else None)
+            spectrum = ops.fft2(patches * probes)
+            amplitudes = torch.index_select(self.amplitudes, 0, frames)
+            misfit += ops.modulus_correct_(spectrum, amplitudes, valid)
+            dpsi = ops.ifft2(spectrum)
+            # the batch's illumination from the unshifted probe (a normaliser, not the model)
+            probe_intensity = ops.intensity(self.probe)
+            if count > 1:
+                illumination.zero_()
+                ops.scatter_add(illumination, index, probe_intensity.expand(count, -1, -1))
+                peak = illumination.max()
+                weight = ops.gather(illumination, index, self.frame_shape)
+            else:
+                peak = probe_intensity.max()
+                weight = probe_intensity.expand(1, -1, -1)
+            if self.subpixel:
+                update = probes.conj_physical_().mul_(dpsi)
+            else:
+                update = probes.conj() * dpsi
+            if reg < 1:
+                update.div_(weight.mul(1.0 - reg).add_(peak * reg))
+                scale = alpha
+            else:
+                scale = alpha / (float(peak) + ops.EPS)
+            flat.index_add_(0, index.reshape(-1), update.reshape(-1), alpha=scale)
+            if update_probe:
+                step = self.unshift_sum(frames, patches.conj_physical_().mul_(dpsi))
+                self.probe.add_(step, alpha=beta / (count * (object_peak + ops.EPS)))
+        return float(misfit)

@@ -1,0 +1,209 @@
+"""Reconstruction settings as typed dataclasses: printable, comparable, JSON-serialisable.
+
+`EPIEOptions` and `APOptions` are the two front-door option sets; each nests `ObjectOptions`
+and `ProbeOptions` (and `APOptions` a `SyncOptions`). `options_to_dict` gives the plain dict
+stored in `Reconstruction.settings`; `options_from_dict` reads it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+DEVICES = ("cpu", "cuda", "auto")
+PROBE_INITIAL = ("auto", "data")
+
+
+@dataclass
+class ObjectOptions:
+    """How the object is updated and how its grid is laid out.
+
+    Attributes:
+        step_size: ePIE's alpha (dimensionless, > 0); 1 is the classic full step. Unused by AP,
+            whose overlap projection solves for the object exactly.
+        regularisation: in (0, 1]; ePIE's object step at a pixel is divided by
+            ``(1 - r) * I_batch + r * max(I_batch)``, I_batch the summed probe intensity of the
+            batch there. 1 is classic ePIE (divide by the peak); smaller values step further
+            where the batch illuminates weakly, as rPIE does (Maiden et al., Optica 2017). The
+            default 0.2 reached lower errors in fewer iterations on simulated scans.
+        margin_px: free pixels added on every side of the scanned area when the object grid is
+            built from the positions (object pixels).
+    """
+
+    step_size: float = 1.0
+    regularisation: float = 0.2
+    margin_px: int = 4
+
+    def validate(self) -> None:
+        if not self.step_size > 0:
+            raise ValueError(f"object step_size must be positive, got {self.step_size!r}")
+        if not 0 < self.regularisation <= 1:
+            raise ValueError(
+                f"object regularisation must lie in (0, 1], got {self.regularisation!r}"
+            )
+        if int(self.margin_px) != self.margin_px or self.margin_px < 0:
+            raise ValueError(f"object margin_px must be a non-negative int, got {self.margin_px!r}")
+
+
+@dataclass
+class ProbeOptions:
+    """How the probe is initialised and updated.
+
+    Attributes:
+        update: refine the probe (False keeps the initial probe fixed).
+        step_size: ePIE's beta (dimensionless, > 0). Unused by AP.
+        start_iteration: first iteration (0-based) that updates the probe; the object gets a
+            head start on a rough probe.
+        initial: "auto" uses the probe handed to the reconstruction (or the data set's) and
+            builds one from the data when there is none; "data" always builds one from the data.
+        rescale_to_data: scale the initial probe so that its power sum |P|^2 (photons) equals
+            the mean total counts of a pattern (a given probe's scale is often arbitrary).
+        power_constraint: after every iteration rescale the probe to ``power_photons`` and the
+            object inversely (fixes the object/probe scale ambiguity; the model is unchanged).
+        power_photons: target of the power constraint, sum |P|^2 in photons; None takes the
+            mean total counts of a pattern.
+    """
+
+    update: bool = True
+    step_size: float = 1.0
+    start_iteration: int = 1
+    initial: str = "auto"
+    rescale_to_data: bool = True
+    power_constraint: bool = False
+    power_photons: float | None = None
+
+    def validate(self) -> None:
+        if not self.step_size > 0:
+            raise ValueError(f"probe step_size must be positive, got {self.step_size!r}")
+        if self.start_iteration < 0:
+            raise ValueError(f"probe start_iteration must be >= 0, got {self.start_iteration!r}")
+        if self.initial not in PROBE_INITIAL:
+            raise ValueError(f"probe initial must be one of {PROBE_INITIAL}, got {self.initial!r}")
+        if self.power_photons is not None and not self.power_photons > 0:
+            raise ValueError(f"probe power_photons must be positive, got {self.power_photons!r}")
+
+
+@dataclass
+class SyncOptions:
+    """Phase synchronisation of the frames inside alternating projections.
+
+    Attributes:
+        every: synchronise every ``every`` iterations; 0 switches it off.
+        power_iterations: warm-started power iterations on the Gramian per synchronisation.
+        support_threshold: frame pixels where |probe|^2 is below this fraction of its maximum
+            are left out of the Gramian (they carry no weight; leaving them out saves time).
+    """
+
+    every: int = 0
+    power_iterations: int = 5
+    support_threshold: float = 1e-3
+
+    def validate(self) -> None:
+        if int(self.every) != self.every or self.every < 0:
+            raise ValueError(f"sync every must be a non-negative int, got {self.every!r}")
+        if self.power_iterations < 1:
+            raise ValueError(f"sync power_iterations must be >= 1, got {self.power_iterations!r}")
+        if not 0 <= self.support_threshold < 1:
+            raise ValueError(
+                f"sync support_threshold must lie in [0, 1), got {self.support_threshold}"
+            )
+
+
+def _validate_common(options: EPIEOptions | APOptions) -> None:
+    if int(options.iterations) != options.iterations or options.iterations < 0:
+        raise ValueError(f"iterations must be a non-negative int, got {options.iterations!r}")
+    if options.device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {options.device!r}")
+    options.object.validate()
+    options.probe.validate()
+
+
+@dataclass
+class EPIEOptions:
+    """Extended ptychographic iterative engine (Maiden & Rodenburg 2009) in mini-batches.
+
+    Attributes:
+        iterations: passes over all positions.
+        batch_size: positions updated together (vectorised); 1 is the classic sequential ePIE.
+        object, probe: update settings.
+        shuffle: draw a new random position order every iteration (lower final errors); False
+            draws one random order (from the seed) and keeps it (a smoother error curve).
+        subpixel: honour sub-pixel positions by Fourier-shifting the probe (else round them).
+        device: "cpu", "cuda" or "auto" (CUDA when available).
+        seed: seed of the random position order (same seed, same result on one device).
+        progress: show a progress bar.
+    """
+
+    iterations: int = 100
+    batch_size: int = 32
+    shuffle: bool = True
+    object: ObjectOptions = field(default_factory=ObjectOptions)
+    probe: ProbeOptions = field(default_factory=ProbeOptions)
+    subpixel: bool = True
+    device: str = "cpu"
+    seed: int = 0
+    progress: bool = False
+
+    algorithm = "epie"
+
+    def validate(self) -> None:
+        _validate_common(self)
+        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
+
+
+@dataclass
+class APOptions:
+    """Alternating projections (error reduction) over all frames, with phase synchronisation.
+
+    Each iteration projects the frames (exit waves) onto the measured moduli, optionally
+    synchronises their phases, and projects them onto the set of frames consistent with one
+    object (weighted average: the overlap projection). The probe, when updated, is solved for
+    in the same way after the object.
+
+    Attributes:
+        iterations: number of iterations.
+        object, probe: settings (step sizes are unused).
+        sync: phase synchronisation settings.
+        subpixel, device, seed, progress: as in `EPIEOptions`.
+    """
+
+    iterations: int = 100
+    object: ObjectOptions = field(default_factory=ObjectOptions)
+    probe: ProbeOptions = field(default_factory=ProbeOptions)
+    sync: SyncOptions = field(default_factory=SyncOptions)
+    subpixel: bool = True
+    device: str = "cpu"
+    seed: int = 0
+    progress: bool = False
+
+    algorithm = "ap"
+
+    def validate(self) -> None:
+        _validate_common(self)
+        self.sync.validate()
+
+
+ALGORITHMS: dict[str, type] = {"epie": EPIEOptions, "ap": APOptions}
+
+
+def options_to_dict(options: EPIEOptions | APOptions) -> dict[str, Any]:
+    """Plain JSON-ready dict of the options, with the algorithm name under ``"algorithm"``."""
+    out = dataclasses.asdict(options)
+    out["algorithm"] = options.algorithm
+    return out
+
+
+def options_from_dict(settings: dict[str, Any]) -> EPIEOptions | APOptions:
+    """Inverse of `options_to_dict` (unknown keys raise TypeError)."""
+    settings = dict(settings)
+    name = settings.pop("algorithm", "epie")
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {name!r}; known: {sorted(ALGORITHMS)}")
+    cls = ALGORITHMS[name]
+    nested = {"object": ObjectOptions, "probe": ProbeOptions, "sync": SyncOptions}
+    for key, sub in nested.items():
+        if key in settings and isinstance(settings[key], dict):
+            settings[key] = sub(**settings[key])
+    return cls(**settings)

@@ -1,0 +1,148 @@
+"""The inference endpoint as a real process on loopback: every frame answered exactly once,
+bad frames rejected with a reason, a killed endpoint loses nothing, a bad model swap is refused."""
+
+import time
+
+import numpy as np
+import pytest
+
+from bluesky_ptychonn.inference.server import EndpointClient
+from bluesky_ptychonn.stream.sockets import (
+    FrameSender,
+    ResultCollector,
+    ResultSubscriber,
+    free_tcp_port,
+    tcp_address,
+)
+from bluesky_ptychonn.stream.wire import Message
+
+FRAME = (32, 32)
+
+
+@pytest.fixture
+def model_dir(tmp_path, tiny_model):
+    tiny_model(tmp_path / "model-a", seed=0, version="tiny-a")
+    tiny_model(tmp_path / "model-b", seed=1, version="tiny-b")
+    return tmp_path
+
+
+def frames_message(ids, frames=None, run_uid="run"):
+    if frames is None:
+        frames = np.random.default_rng(ids[0]).poisson(3.0, (len(ids), *FRAME)).astype(np.uint16)
+    positions = np.stack([np.array(ids) * 1e-8, np.zeros(len(ids))], axis=1)
+    return Message("frames", {"frames": frames}, run_uid=run_uid, frame_ids=list(ids),
+                   positions_m=positions)  # fmt: skip
+
+
+def drain(sender, subscriber, collector, want, timeout_s=60.0):
+    """Collect results/rejections until ``want`` frame ids are answered."""
+    answered, rejected = {}, {}
+    deadline = time.monotonic() + timeout_s
+    while len(answered) + len(rejected) < want and time.monotonic() < deadline:
+        message = subscriber.receive(timeout_s=0.1)
+        if message is None:
+            sender.resend_overdue()
+            continue
+        sender.acknowledge(message.frame_ids)
+        if message.kind == "rejected":
+            for frame_id in message.frame_ids:
+                rejected[frame_id] = message.extra["reason"]
+            continue
+        for index in collector.new_indices(message):
+            answered[message.frame_ids[index]] = message.arrays["phase"][index]
+    return answered, rejected
+
+
+def test_every_frame_comes_back_once_with_positions_and_model_version(model_dir, endpoint_factory):
+    endpoint = endpoint_factory(model_dir / "model-a")
+    sender = FrameSender(endpoint.addresses[0], resend_after_s=5.0)
+    subscriber = ResultSubscriber(endpoint.addresses[1])
+    client = EndpointClient(endpoint.addresses[2])
+    try:
+        time.sleep(0.3)
+        client.run_start("run")
+        for start in range(0, 300, 7):  # odd batch size: the tail is a partial batch
+            sender.send(frames_message(list(range(start, min(300, start + 7)))))
+        answered, rejected = drain(sender, subscriber, ResultCollector(), 300)
+        assert sorted(answered) == list(range(300)) and not rejected
+        assert all(phase.shape == FRAME for phase in answered.values())
+        status = client.run_stop()
+        assert status["run"]["received"] == 300 and status["run"]["inferred"] == 300
+        assert client.status()["model_version"] == "tiny-a"
+    finally:
+        client.close(), sender.close(), subscriber.close()
+
+
+def test_nan_wrong_shape_and_wrong_dtype_frames_are_rejected_and_the_rest_served(
+    model_dir, endpoint_factory
+):
+    endpoint = endpoint_factory(model_dir / "model-a")
+    sender = FrameSender(endpoint.addresses[0], resend_after_s=5.0)
+    subscriber = ResultSubscriber(endpoint.addresses[1])
+    client = EndpointClient(endpoint.addresses[2])
+    try:
+        time.sleep(0.3)
+        nan_frames = np.ones((2, *FRAME), np.float32)
+        nan_frames[1, 3, 3] = np.nan
+        sender.send(frames_message([0, 1], nan_frames))
+        sender.send(frames_message([2, 3], np.ones((2, 16, 16), np.uint16)))
+        sender.send(frames_message([4, 5], np.ones((2, *FRAME), np.complex64)))
+        sender.send(frames_message([6, 7]))
+        answered, rejected = drain(sender, subscriber, ResultCollector(), 8)
+        assert sorted(answered) == [0, 6, 7]
+        assert "NaN" in rejected[1]
+        assert "do not fit this model" in rejected[2] and rejected[3] == rejected[2]
+        assert "real numbers" in rejected[4]
+        status = client.status()
+        assert status["frames_rejected"] == 5 and status["frames_inferred"] == 3
+    finally:
+        client.close(), sender.close(), subscriber.close()
+
+
+def test_endpoint_killed_mid_scan_and_restarted_loses_no_frame(model_dir, endpoint_factory):
+    endpoint = endpoint_factory(model_dir / "model-a")
+    sender = FrameSender(endpoint.addresses[0], resend_after_s=1.0)
+    subscriber = ResultSubscriber(endpoint.addresses[1])
+    collector = ResultCollector()
+    try:
+        time.sleep(0.3)
+        for start in range(0, 200, 8):
+            sender.send(frames_message(list(range(start, start + 8))))
+        first, _ = drain(sender, subscriber, collector, 60, timeout_s=30)
+        endpoint.kill()  # SIGKILL: whatever it held is gone
+        for start in range(200, 400, 8):  # the scan goes on while the endpoint is down
+            sender.send(frames_message(list(range(start, start + 8))))
+        endpoint = endpoint_factory(model_dir / "model-a", ports=endpoint.ports)
+        rest, _ = drain(sender, subscriber, collector, 400 - len(first), timeout_s=90)
+        assert sorted({**first, **rest}) == list(range(400))
+        assert sender.pending == 0
+    finally:
+        sender.close(), subscriber.close()
+
+
+def test_a_corrupt_model_swap_leaves_the_old_model_serving(model_dir, tmp_path, endpoint_factory):
+    endpoint = endpoint_factory(model_dir / "model-a")
+    client = EndpointClient(endpoint.addresses[2])
+    try:
+        weights = model_dir / "model-b" / "model.safetensors"
+        corrupt = tmp_path / "corrupt"
+        corrupt.mkdir()
+        for item in (model_dir / "model-b").iterdir():
+            (corrupt / item.name).write_bytes(item.read_bytes())
+        data = bytearray((corrupt / weights.name).read_bytes())
+        data[-100:] = b"\0" * 100
+        (corrupt / weights.name).write_bytes(bytes(data))
+        reply = client.load_model(str(corrupt))
+        assert not reply["ok"] and "sha256" in reply["error"]
+        assert client.status()["model_version"] == "tiny-a"
+        reply = client.load_model(str(model_dir / "model-b"))
+        assert reply["ok"] and client.status()["model_version"] == "tiny-b"
+    finally:
+        client.close()
+
+
+def test_a_dead_endpoint_gives_a_timeout_naming_it():
+    client = EndpointClient(tcp_address(free_tcp_port()), timeout_s=0.5)
+    with pytest.raises(TimeoutError, match="did not answer 'status'"):
+        client.status()
+    client.close()
