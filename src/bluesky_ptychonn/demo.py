@@ -36,8 +36,12 @@ class DemoModelRecipe:
 
     Attributes:
         model: preset name ("edge").
-        input_px: network input side in pixels (the 128-pixel frame is binned to it).
+        input_px: network input side in pixels.
         base_channels: width of the first block (16 is the published edge model).
+        reduce: how the 128-pixel frame becomes the input ("crop": same field of view,
+            coarser object pixels; "bin": same pixels, smaller field of view).
+        batch_norm: BatchNorm after hidden convolutions (trains faster from scratch).
+        learning_rate: peak of the cyclic learning rate.
         n_patterns: simulated training frames (random etched gold samples).
         epochs: training epochs.
         photons: incident photons per simulated frame.
@@ -45,10 +49,13 @@ class DemoModelRecipe:
     """
 
     model: str = "edge"
-    input_px: int = 64
-    base_channels: int = 16
-    n_patterns: int = 3000
-    epochs: int = 12
+    input_px: int = 32
+    base_channels: int = 8
+    reduce: str = "crop"
+    batch_norm: bool = True
+    n_patterns: int = 4000
+    epochs: int = 15
+    learning_rate: float = 2e-3
     photons: float = 1e6
     seed: int = 0
 
@@ -82,16 +89,20 @@ def ensure_demo_model(recipe: DemoModelRecipe | None = None, cache_dir: Path | N
             log.warning("cached demo model unusable (%s): training it again", error)
     log.info("training the demo model (%s); it is cached in %s", recipe, directory)
     config = ModelConfig.preset(
-        recipe.model, input_shape=recipe.input_px, base_channels=recipe.base_channels
+        recipe.model,
+        input_shape=recipe.input_px,
+        base_channels=recipe.base_channels,
+        batch_norm=recipe.batch_norm,
     )
-    preprocessing = Preprocessing(
-        input_shape=(recipe.input_px,) * 2, frame_shape=(128, 128), reduce="bin"
-    )
+    shape = (recipe.input_px, recipe.input_px)
+    draft = Preprocessing(input_shape=shape, frame_shape=(128, 128), reduce=recipe.reduce)
     data = simulate_training_set(
-        recipe.n_patterns, preprocessing, sample="etched", photons=recipe.photons, seed=recipe.seed
+        recipe.n_patterns, draft, sample="etched", photons=recipe.photons, seed=recipe.seed
     )
-    preprocessing = Preprocessing.fit(data.frames, config.input_shape, (128, 128), reduce="bin")
-    options = TrainingOptions(epochs=recipe.epochs, seed=recipe.seed, progress=True)
+    preprocessing = Preprocessing.fit(data.frames, shape, (128, 128), reduce=recipe.reduce)
+    options = TrainingOptions(
+        epochs=recipe.epochs, learning_rate=recipe.learning_rate, seed=recipe.seed, progress=True
+    )
     result, preprocessing, provenance = fit(data, config, options, preprocessing=preprocessing)
     provenance["recipe"] = asdict(recipe)
     save_model(
