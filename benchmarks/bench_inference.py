@@ -1,7 +1,8 @@
 """Inference engines: frames/s and latency for every backend x precision x batch, both models.
 
 For each model ("ptychonn", "edge") and every engine this machine can run (PyTorch eager fp32,
-the reference; PyTorch channels-last fp32 and bf16; ONNX Runtime fp32 and int8 on CPU; and,
+the reference; PyTorch channels-last fp32 and bf16; ONNX Runtime fp32 and int8 on CPU, the
+int8 graph with its output convs in fp32, and with the decoders' last up block in fp32 too;
 where a GPU is present, PyTorch fp16 + CUDA graphs, ONNX Runtime CUDA and TensorRT fp16 /
 fp32), at batch 1, 8, 32 and 64:
 
@@ -107,7 +108,14 @@ def _engines(model: Path, threads: int) -> list[tuple[str, dict, object]]:
         ("pytorch", "fp32", "cpu", {"channels_last": True}, "channels-last"),
         ("pytorch", "bf16", "cpu", {"channels_last": True}, "channels-last"),
         ("onnxruntime", "fp32", "cpu", {"threads": threads}, ""),
-        ("onnxruntime", "int8", "cpu", {"threads": threads}, "static QOperator"),
+        ("onnxruntime", "int8", "cpu", {"threads": threads}, "output conv fp32"),
+        (
+            "onnxruntime",
+            "int8",
+            "cpu",
+            {"threads": threads, "int8_float_convs": 2},
+            "last block fp32",
+        ),
         ("pytorch", "fp16", "cuda", {"channels_last": True, "cuda_graphs": True}, "CUDA graphs"),
         ("onnxruntime", "fp32", "cuda", {}, "CUDA provider"),
         ("tensorrt", "fp16", "cuda", {}, ""),
@@ -339,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         given = getattr(args, name)
         model = Path(given) if given else _train(name, models_dir / name, args.quick, threads)
         for record in _measure_model(name, model, args, threads):
-            record.update(machine)
+            record.update(machine, load_average_1min_at_end=os.getloadavg()[0])
             records.append(record)
     out.write_text(json.dumps(records, indent=1) + "\n")
     table = markdown_table(records)

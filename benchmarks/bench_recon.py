@@ -235,13 +235,19 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     quick = args.quick
-    batches = args.batches or ([8, 32] if quick else [16, 64, 256])
+    batches = args.batches or ([8, 16] if quick else [16, 64, 256])
     iterations = args.iterations or (10 if quick else 20)
     grids = args.grids or ([8, 16] if quick else [8, 16, 32, 64])
     caps = {8: 3000, 16: 10000, 32: 20000, 64: 20000}
 
     started = time.perf_counter()
     records: list[dict[str, Any]] = []
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after each part, so a long run keeps what it has measured
+        out.write_text(json.dumps(records, indent=1, allow_nan=False, default=float))
+
     if not args.skip_epie:
         dataset = simulated_scan(quick)
         print(
@@ -250,25 +256,26 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         records += epie_records(dataset, batches, iterations, not args.skip_ptychi)
+        save()
     if not args.skip_sync:
-        # wall-clock caps per run (s): the 64x64 grid without sync needs an estimated 25,000
-        # iterations (about 25 min here) and is stopped early; it is reported as not reached
+        # caps per run, in seconds of iteration time: the 64x64 grid without sync needs an
+        # estimated 25,000 iterations (about 25 min here), is stopped early and reported so
         seconds = {(g, e): 60.0 for g in grids for e in (0, 1, 5)}
         seconds.update({(32, 0): 240.0, (32, 1): 120.0, (32, 5): 150.0})
         seconds.update({(64, 0): 90.0, (64, 1): 300.0, (64, 5): 200.0})
         if args.sync_max_seconds:
             seconds = dict.fromkeys(seconds, args.sync_max_seconds)
-        records += sync_records(
-            grids,
-            [0, 1, 5],
-            {g: caps.get(g, 20000) for g in grids},
-            seconds,
-            args.sync_power_iterations,
-            1e-4,
-        )
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(records, indent=1, allow_nan=False, default=float))
+        for grid in grids:  # one grid at a time, saved as it finishes
+            records += sync_records(
+                [grid],
+                [0, 1, 5],
+                {grid: caps.get(grid, 20000)},
+                seconds,
+                args.sync_power_iterations,
+                1e-4,
+            )
+            save()
+    save()
     print(f"wrote {len(records)} records to {out} in {time.perf_counter() - started:.0f} s")
     return 0
 

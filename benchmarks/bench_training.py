@@ -39,11 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patterns", type=int, default=8000, help="training patterns (8000)")
     parser.add_argument("--epochs", type=int, default=30, help="epochs (30)")
     parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--defocus-m", type=float, default=100e-6,
-                        help="probe defocus in metres (100e-6)")
+    parser.add_argument(
+        "--defocus-m", type=float, default=100e-6, help="probe defocus in metres (100e-6)"
+    )
     parser.add_argument("--test-patterns", type=int, default=300, help="per held-out kind")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1: robust on a shared machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: robust on a shared machine)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -108,15 +110,23 @@ def main(argv: list[str] | None = None) -> int:
     }
     for i, kind in enumerate(HELD_OUT):
         test = simulate_training_set(
-            args.test_patterns, draft, sample=kind, n_samples=3, seed=1000 + i,
+            args.test_patterns,
+            draft,
+            sample=kind,
+            n_samples=3,
+            seed=1000 + i,
             defocus_m=args.defocus_m,
         )
-        scores = evaluate(lambda x: predict(result.model, x), prep.apply(test.frames),
-                          test.labels, test.weights)
+        scores = evaluate(
+            lambda x: predict(result.model, x), prep.apply(test.frames), test.labels, test.weights
+        )
         records.append({"sample": kind, "held_out": True, **scores, **settings})
-        print(f"{kind:13s} phase SSIM mean {scores['phase_ssim_mean']:.3f} median "
-              f"{scores['phase_ssim_median']:.3f}  >=0.7: {scores['fraction_ssim_ge_0p7']:.0%}  "
-              f"MAE {scores['phase_mae_rad']:.3f} rad", flush=True)
+        print(
+            f"{kind:13s} phase SSIM mean {scores['phase_ssim_mean']:.3f} median "
+            f"{scores['phase_ssim_median']:.3f}  >=0.7: {scores['fraction_ssim_ge_0p7']:.0%}  "
+            f"MAE {scores['phase_mae_rad']:.3f} rad",
+            flush=True,
+        )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(records, indent=1) + "\n")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from bluesky_ptychonn.model import Preprocessing, build_model, save_model
+from bluesky_ptychonn.model.export import export_onnx
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +30,7 @@ def small_model(tmp_path_factory):
     prep = Preprocessing((64, 64), (128, 128), "crop", input_scale=0.12)
     folder = tmp_path_factory.mktemp("model")
     save_model(model, folder, prep, training={"data": {"beamline": {"defocus_m": 250e-6}}})
+    export_onnx(folder, folder / "model.onnx")  # once, instead of on demand in every test
     return folder, model
 
 

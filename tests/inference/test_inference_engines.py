@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -16,7 +17,6 @@ from bluesky_ptychonn.inference import (
 )
 from bluesky_ptychonn.inference.tensorrt_engine import tensorrt_usable
 from bluesky_ptychonn.model import ModelFileError, patch_phase_ssim, sha256_file
-from bluesky_ptychonn.model.export import export_onnx
 
 pytest.importorskip("onnxruntime")
 
@@ -118,9 +118,18 @@ def test_wrong_frames_give_a_clear_error(small_model):
     assert out.shape == (100, 2, 64, 64)
 
 
+def onnx_only(folder, tmp_path):
+    """A copy of the model's graph as an ONNX-only model (graph + its own sidecar)."""
+    sidecar = json.loads((folder / "model.json").read_text())
+    shutil.copy(folder / "model.onnx", tmp_path / "edge.onnx")
+    sidecar["files"] = {"onnx": {**sidecar["files"]["onnx"], "path": "edge.onnx"}}
+    (tmp_path / "edge.json").write_text(json.dumps(sidecar))
+    return tmp_path / "edge.onnx"
+
+
 def test_exported_onnx_alone_runs_and_tampering_is_refused(small_model, tmp_path):
     folder, model = small_model
-    onnx_path = export_onnx(folder, tmp_path / "edge.onnx")
+    onnx_path = onnx_only(folder, tmp_path)
     sidecar = json.loads(onnx_path.with_suffix(".json").read_text())
     assert sidecar["files"]["onnx"]["sha256"] == sha256_file(onnx_path)
     engine = load_engine(onnx_path, "onnxruntime")
@@ -136,7 +145,7 @@ def test_exported_onnx_alone_runs_and_tampering_is_refused(small_model, tmp_path
 
 def test_a_pickle_posing_as_onnx_never_reaches_the_runtime(small_model, tmp_path):
     folder, model = small_model
-    onnx_path = export_onnx(folder, tmp_path / "edge.onnx")
+    onnx_path = onnx_only(folder, tmp_path)
     torch.save(model, onnx_path)  # a pickle, sidecar updated to vouch for it
     sidecar = json.loads(onnx_path.with_suffix(".json").read_text())
     sidecar["files"]["onnx"]["sha256"] = sha256_file(onnx_path)

@@ -23,7 +23,7 @@ def test_auto_prefers_tensorrt_when_usable(small_model, monkeypatch):
     engine = load_engine(folder)
     assert isinstance(engine, FakeTensorRT)
     assert engine.kwargs["precision"] == "fp16" and engine.kwargs["max_batch"] == 64
-    assert engine.onnx_path.suffix == ".onnx"  # exported on demand from the weights
+    assert engine.onnx_path.name == "model.onnx"
 
 
 def test_auto_prefers_onnxruntime_cuda_over_cpu(monkeypatch):
@@ -52,3 +52,20 @@ def test_unknown_backend_and_precision_are_refused(small_model):
         load_engine(folder, "onnxruntime", precision="fp16")
     with pytest.raises(BackendUnavailable, match="fp16 is for CUDA"):
         load_engine(folder, "pytorch", precision="fp16", device="cpu")
+
+
+def test_a_weights_only_model_is_exported_on_demand_and_cached(tmp_path):
+    import torch
+
+    from bluesky_ptychonn.model import Preprocessing, build_model, save_model
+
+    torch.manual_seed(1)
+    folder = tmp_path / "weights-only"
+    save_model(
+        build_model("edge", base_channels=4, input_shape=32),
+        folder,
+        Preprocessing((32, 32), (128, 128)),
+    )
+    engine = load_engine(folder, "onnxruntime")
+    assert engine.onnx_path.parent == tmp_path / "cache" / "onnx"
+    assert load_engine(folder, "onnxruntime").onnx_path == engine.onnx_path

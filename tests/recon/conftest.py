@@ -6,10 +6,24 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from bluesky_ptychonn.dataset import PtychoDataset
 from bluesky_ptychonn.sim import SimBeamline, SimBeamlineConfig, detector_preset
 from bluesky_ptychonn.sim.scans import fermat_spiral, step_from_overlap
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Run each test on one torch thread (restored afterwards).
+
+    The test machines have 2 cores shared with other jobs; two OpenMP threads stall whenever
+    one loses its core, which made these small reconstructions several times slower.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _beamline() -> SimBeamline:

@@ -28,7 +28,10 @@ def run(args: argparse.Namespace) -> int:
 
         int8 = Path(args.int8)
         files = resolve(path)
-        quantize_onnx(path, int8, calibration_inputs(files.sidecar))
+        quantize_onnx(
+            path, int8, calibration_inputs(files.sidecar),
+            float_convs_before_output=args.int8_float_convs,
+        )  # fmt: skip
         side = Sidecar.from_dict(files.sidecar.to_dict())
         side.files = {
             "onnx": {
@@ -55,6 +58,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model folder, weights file or sidecar")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="ONNX file to write")
     p.add_argument("--int8", metavar="OUT.onnx", help="also write an int8 graph (ONNX Runtime CPU)")
+    p.add_argument(
+        "--int8-float-convs", type=int, default=0, metavar="K",
+        help="convs before each output conv kept in float in the int8 graph (2: the last up "
+        "block, needed for phase SSIM >= 0.99 vs fp32 on the edge model; default 0)",
+    )  # fmt: skip
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--no-check", action="store_true", help="skip the check against PyTorch")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")

@@ -78,13 +78,16 @@ def _onnx_for(files: ModelFiles) -> Path:
     return export_onnx(model, out, sidecar)
 
 
-def _int8_for(onnx_path: Path, files: ModelFiles, calibration: np.ndarray | None) -> Path:
+def _int8_for(
+    onnx_path: Path, files: ModelFiles, calibration: np.ndarray | None, float_before_output: int
+) -> Path:
     import onnxruntime as ort
 
     from .quantize import calibration_inputs, quantize_onnx
 
     tag = "custom" if calibration is not None else "sim"
-    out = cache_dir("int8") / f"{sha256_file(onnx_path)[:24]}-ort{slug(ort.__version__)}-{tag}.onnx"
+    name = f"{sha256_file(onnx_path)[:24]}-ort{slug(ort.__version__)}-{tag}-f{float_before_output}"
+    out = cache_dir("int8") / f"{name}.onnx"
     if out.is_file() and calibration is None:
         return out
     if calibration is None:
@@ -92,7 +95,7 @@ def _int8_for(onnx_path: Path, files: ModelFiles, calibration: np.ndarray | None
     else:
         inputs = files.sidecar.preprocessing.apply(calibration)
     log.info("quantising %s to int8 (calibration: %d patterns)", onnx_path.name, len(inputs))
-    return quantize_onnx(onnx_path, out, inputs)
+    return quantize_onnx(onnx_path, out, inputs, float_convs_before_output=float_before_output)
 
 
 def _auto(device: str | None) -> tuple[str, str]:
@@ -111,6 +114,7 @@ def load_engine(
     threads: int | None = None,
     max_batch: int = MAX_BATCH,
     calibration: np.ndarray | None = None,
+    int8_float_convs: int = 0,
     **options: object,
 ) -> InferenceEngine:
     """An inference engine for a model file (weights, ONNX, sidecar, or model directory).
@@ -124,6 +128,9 @@ def load_engine(
         threads: CPU threads (ONNX Runtime intra-op threads).
         max_batch: largest batch the engine accepts (TensorRT's profile maximum).
         calibration: (N, h, w) detector frames for int8 calibration, instead of simulated ones.
+        int8_float_convs: how many convs before each output conv an int8 graph keeps in float
+            besides the output convs themselves (2: the decoder's last up block; more
+            accurate, slower).
         **options: passed to the engine class (e.g. ``channels_last``, ``cuda_graphs``,
             ``compile`` for PyTorch; ``opt_batch``, ``cache`` for TensorRT).
 
@@ -169,7 +176,7 @@ def load_engine(
         if precision == "int8":
             if device != "cpu":
                 raise BackendUnavailable("int8 graphs run on the CPU provider")
-            onnx_path = _int8_for(onnx_path, files, calibration)
+            onnx_path = _int8_for(onnx_path, files, calibration, int8_float_convs)
         return OnnxRuntimeEngine(
             onnx_path,
             files.sidecar,

@@ -57,17 +57,51 @@ def calibration_inputs(sidecar: Sidecar, n: int = 96, seed: int = 1234) -> np.nd
     return prep.apply(np.concatenate(frames))
 
 
-def _float_nodes(model_path: Path) -> list[str]:
-    """Names of the nodes kept in float: Resize ops and everything after the last Conv."""
+def _float_nodes(model_path: Path, float_convs_before_output: int = 0) -> list[str]:
+    """Names of the nodes kept in float.
+
+    The Resize ops; each output conv (a Conv with at most 2 output channels: the phase /
+    amplitude heads, one per decoder) and everything downstream of it; and, per head, the
+    ``float_convs_before_output`` convs that feed it (the decoder's last up block).
+    """
     import onnx
 
     graph = onnx.load(str(model_path)).graph
     nodes = list(graph.node)
-    conv_positions = [i for i, node in enumerate(nodes) if node.op_type == "Conv"]
-    last_conv = conv_positions[-1] if conv_positions else len(nodes)
-    keep = [n.name for n in nodes if n.op_type in KEEP_FLOAT_OPS]
-    keep += [n.name for n in nodes[last_conv + 1 :]]
-    return keep
+    weights = {init.name: init.dims for init in graph.initializer}
+    producer = {out: node for node in nodes for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    heads = [
+        n
+        for n in nodes
+        if n.op_type == "Conv"
+        and len(n.input) > 1
+        and n.input[1] in weights
+        and weights[n.input[1]][0] <= 2
+    ]
+    keep = {n.name for n in nodes if n.op_type in KEEP_FLOAT_OPS}
+    stack, seen = list(heads), set()
+    while stack:  # the heads and everything after them
+        node = stack.pop()
+        if node.name in seen:
+            continue
+        seen.add(node.name)
+        for out in node.output:
+            stack.extend(consumers.get(out, []))
+    keep |= seen
+    for head in heads:  # the convs feeding each head
+        node, found = head, 0
+        while found < float_convs_before_output:
+            node = producer.get(node.input[0])
+            if node is None:
+                break
+            if node.op_type == "Conv":
+                keep.add(node.name)
+                found += 1
+    return sorted(keep)
 
 
 def quantize_onnx(
@@ -76,7 +110,7 @@ def quantize_onnx(
     calibration: np.ndarray,
     *,
     keep_first_conv_float: bool = False,
-    float_last_convs: int = 1,
+    float_convs_before_output: int = 0,
     method: str = "minmax",
 ) -> Path:
     """Write an int8 (QOperator) version of ``fp32_onnx`` calibrated on ``calibration``.
@@ -86,9 +120,10 @@ def quantize_onnx(
         out: the quantised graph to write.
         calibration: (N, 1, H, W) float32 preprocessed inputs (e.g. `calibration_inputs`).
         keep_first_conv_float: keep the input convolution (1 channel in) in float.
-        float_last_convs: how many of the last convolutions stay in float (1: the output
-            conv, whose 8-bit output would quantise the phase to ~0.02 rad steps; that alone
-            cost most of the accuracy in our measurements).
+        float_convs_before_output: how many convolutions before each output conv also stay
+            in float (2: the decoder's whole last up block; more accurate, slower). The output
+            convs themselves always stay in float: their 8-bit output would quantise the phase
+            to ~0.02 rad steps, which cost most of the accuracy in our measurements.
         method: activation range calibration, "minmax", "percentile" (99.999 %) or
             "entropy".
     """
@@ -129,12 +164,9 @@ def quantize_onnx(
     with tempfile.TemporaryDirectory(prefix="bpnn-quant-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
-        keep = _float_nodes(pre)
-        convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
+        keep = _float_nodes(pre, float_convs_before_output)
         if keep_first_conv_float:
-            keep.append(convs[0])
-        if float_last_convs > 0:
-            keep += convs[-float_last_convs:]
+            keep.append(next(n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"))
         methods = {
             "minmax": CalibrationMethod.MinMax,
             "percentile": CalibrationMethod.Percentile,

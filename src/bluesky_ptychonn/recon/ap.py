@@ -45,6 +45,14 @@ class APTask(ReconstructionTask):
         self.sync_vector: np.ndarray | None = None
         self.sync_iterations: list[int] = []
         self._all = torch.arange(n, device=self.device)
+        self._index: torch.Tensor | None = None  # every frame's window indices, when small
+        if n * h * w <= CHUNK_ELEMENTS * 4:
+            self._index = self.window_index(self._all)
+
+    def _window(self, start: int, count: int) -> torch.Tensor:
+        if self._index is not None:
+            return self._index[start : start + count]
+        return self.window_index(self._all[start : start + count])
 
     # ---- probes -------------------------------------------------------------------------------
     def _refresh_probes(self) -> None:
@@ -63,7 +71,9 @@ class APTask(ReconstructionTask):
                 self._probes[start : start + frames.shape[0]] = probes
             else:
                 probes = self.probe.expand(frames.shape[0], *self.frame_shape)
-            ops.scatter_add(self.weight, self.window_index(frames), ops.intensity(probes))
+            ops.scatter_add(
+                self.weight, self._window(start, frames.shape[0]), ops.intensity(probes)
+            )
         self._probe_version = self._probe_counter
 
     def _probes_of(self, start: int, count: int) -> torch.Tensor:
@@ -80,22 +90,23 @@ class APTask(ReconstructionTask):
         misfit = torch.zeros((), dtype=torch.float32, device=self.device)
         valid = None if self.all_valid else self.valid
         for start in range(0, n, self.chunk):
-            frames = self._all[start : start + self.chunk]
-            index = self.window_index(frames)
-            z = ops.gather(flat, index, self.frame_shape) * self._probes_of(start, frames.shape[0])
+            count = min(self.chunk, n - start)
+            index = self._window(start, count)
+            z = ops.gather(flat, index, self.frame_shape) * self._probes_of(start, count)
             spectrum = ops.fft2(z)
-            misfit += ops.modulus_correct_(spectrum, self.amplitudes[frames], valid)
-            self.frames[start : start + frames.shape[0]] = z + ops.ifft2(spectrum)
+            amplitudes = self.amplitudes[start : start + count]
+            misfit += ops.modulus_correct_(spectrum, amplitudes, valid)
+            self.frames[start : start + count] = z.add_(ops.ifft2(spectrum))
         if opts.sync.every and self.iteration % opts.sync.every == 0:
             self.synchronise()
         numerator = torch.zeros_like(flat)
         for start in range(0, n, self.chunk):
-            frames = self._all[start : start + self.chunk]
-            probes = self._probes_of(start, frames.shape[0])
+            count = min(self.chunk, n - start)
+            probes = self._probes_of(start, count)
             ops.scatter_add(
                 numerator,
-                self.window_index(frames),
-                probes.conj() * self.frames[start : start + frames.shape[0]],
+                self._window(start, count),
+                probes.conj() * self.frames[start : start + count],
             )
         covered = self.weight > self.weight.max() * 1e-9
         flat.copy_(torch.where(covered, numerator / (self.weight + ops.EPS), flat))
@@ -110,7 +121,7 @@ class APTask(ReconstructionTask):
         denominator = torch.zeros(self.frame_shape, dtype=torch.float32, device=self.device)
         for start in range(0, n, self.chunk):
             frames = self._all[start : start + self.chunk]
-            patches = ops.gather(flat, self.window_index(frames), self.frame_shape)
+            patches = ops.gather(flat, self._window(start, frames.shape[0]), self.frame_shape)
             z = self.frames[start : start + frames.shape[0]]
             contribution = patches.conj() * z
             numerator += self.unshift_sum(frames, contribution)

@@ -167,7 +167,7 @@ class SimBeamline:
                 seed=cfg.seed,
                 **cfg.sample_options,
             )
-        elif not np.isclose(sample.pixel_size_m, self.pixel_size_m, rtol=1e-6):
+        elif not np.isclose(sample.pixel_size_m, self.pixel_size_m, rtol=1e-6, atol=0):
             raise ValueError(
                 f"sample pixel size {sample.pixel_size_m:.4g} m differs from the beamline's "
                 f"object pixel size {self.pixel_size_m:.4g} m"
