@@ -31,7 +31,6 @@ import platform
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
+from bluesky_ptychonn.ports import free_port
 
 
 class FrameCounter:
@@ -127,18 +128,6 @@ def step_rate(RE, eiger, stage, n_points: int) -> float:
     return (counter.events - 1) / (counter.last_event - counter.first_event)
 
 
-def _free_port() -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
 
 
 def start_ioc(prefix: str):
@@ -146,8 +135,8 @@ def start_ioc(prefix: str):
     from bluesky_ptychonn.ioc.server import READY_LINE
 
     env = {
-        "EPICS_CA_SERVER_PORT": str(_free_port()),
-        "EPICS_CA_REPEATER_PORT": str(_free_port()),
+        "EPICS_CA_SERVER_PORT": str(free_port(udp=True)),
+        "EPICS_CA_REPEATER_PORT": str(free_port(udp=True)),
         "EPICS_CA_ADDR_LIST": "127.0.0.1",
         "EPICS_CA_AUTO_ADDR_LIST": "NO",
         "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",

@@ -10,7 +10,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,29 +18,15 @@ import time
 import pytest
 
 from bluesky_ptychonn.ioc.server import READY_LINE
+from bluesky_ptychonn.ports import free_port
 
 PREFIX = "PTYTEST:"
 START_TIMEOUT_S = 90
 
 
-def _free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (CA serves both on one port)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port for the test IOC")
-
-
 CA_ENVIRONMENT = {
-    "EPICS_CA_SERVER_PORT": str(_free_port()),
-    "EPICS_CA_REPEATER_PORT": str(_free_port()),
+    "EPICS_CA_SERVER_PORT": str(free_port(udp=True)),
+    "EPICS_CA_REPEATER_PORT": str(free_port(udp=True)),
     "EPICS_CA_ADDR_LIST": "127.0.0.1",
     "EPICS_CA_AUTO_ADDR_LIST": "NO",
     "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",

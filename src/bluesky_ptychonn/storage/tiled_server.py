@@ -29,7 +29,6 @@ import atexit
 import os
 import secrets
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -37,6 +36,8 @@ import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
+
+from ..ports import free_port
 
 __all__ = [
     "API_KEY_ENV",
@@ -105,13 +106,6 @@ def resolve_api_key(data_dir: str | os.PathLike[str], api_key: str | None = None
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")
     return key
-
-
-def _free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _yaml_str(value: str) -> str:
@@ -264,7 +258,7 @@ class TiledServerProcess:
         pick_port = self.port == 0
         for attempt in range(_BIND_ATTEMPTS):
             if pick_port:
-                self.port = _free_port(self.host)
+                self.port = free_port(self.host)
             try:
                 self._spawn(config)
                 self._wait_ready()

@@ -21,11 +21,11 @@ from collections.abc import Iterable
 import numpy as np
 import zmq
 
+from ..ports import LOOPBACK, free_port
 from .wire import Message, WireError, decode, encode
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"
 DEFAULT_HWM = 100_000  # messages a socket queues before it blocks (PUSH) or drops (PUB)
 
 
@@ -38,11 +38,7 @@ def tcp_address(port: int, host: str = LOOPBACK) -> str:
 
 def free_tcp_port(host: str = LOOPBACK) -> int:
     """A TCP port that is free on ``host`` right now (for tests and embedded defaults)."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    return free_port(host)
 
 
 class _Socket:
