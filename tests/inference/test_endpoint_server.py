@@ -146,3 +146,60 @@ def test_a_dead_endpoint_gives_a_timeout_naming_it():
     with pytest.raises(TimeoutError, match="did not answer 'status'"):
         client.status()
     client.close()
+
+
+def offer(streamer, first_id, n_frames, rate_fps, chunk=16):
+    """Send ``n_frames`` 32x32 frames at ``rate_fps``; return the next free frame id."""
+    frames = np.random.default_rng(first_id).poisson(3.0, (chunk, *FRAME)).astype(np.uint16)
+    start = time.perf_counter()
+    for index, s in enumerate(range(first_id, first_id + n_frames, chunk)):
+        target = start + index * chunk / rate_fps
+        while time.perf_counter() < target:
+            time.sleep(0.0005)
+        ids = np.arange(s, min(s + chunk, first_id + n_frames))
+        streamer(frames[: len(ids)], ids, None, np.zeros((len(ids), 2)))
+    return first_id + n_frames
+
+
+def wait_answered(streamer, expected, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while streamer.frames_answered + streamer.frames_rejected < expected:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    return streamer.frames_answered
+
+
+@pytest.mark.parametrize(
+    "burst_s", [pytest.param(3.0, id="3s"), pytest.param(10.0, id="10s", marks=pytest.mark.slow)]
+)
+def test_a_burst_at_twice_the_endpoint_rate_is_absorbed_and_caught_up(
+    model_dir, endpoint_factory, burst_s
+):
+    from bluesky_ptychonn.stream.streamer import FrameStreamer
+
+    endpoint = endpoint_factory(model_dir / "model-a", buffer_frames=1_000_000, batch_size=32)
+    streamer = FrameStreamer(endpoint.addresses[0], endpoint.addresses[1], run_uid="burst",
+                             resend_after_s=600.0)  # fmt: skip
+    client = EndpointClient(endpoint.addresses[2])
+    try:
+        time.sleep(0.3)
+        # the endpoint's own rate: everything it can take for 2 s
+        start = time.perf_counter()
+        sent = offer(streamer, 0, 4000, rate_fps=1e9)
+        wait_answered(streamer, sent, timeout_s=120)
+        capacity = sent / (time.perf_counter() - start)
+        # a burst at twice that rate: the buffer absorbs it, the endpoint catches up
+        burst = int(2 * capacity * burst_s)
+        start = time.perf_counter()
+        total = offer(streamer, sent, burst, rate_fps=2 * capacity)
+        offered = burst / (time.perf_counter() - start)
+        assert offered > 1.5 * capacity, "the sender could not offer a real burst"
+        answered = wait_answered(streamer, total, timeout_s=30 + 4 * burst_s)
+        status = client.status()
+        assert answered == total, f"{total - answered} of {total} frames never answered"
+        assert status["frames_dropped"] == 0 and streamer.frames_rejected == 0
+        assert status["frames_inferred"] == total
+    finally:
+        client.close()
+        streamer.close()

@@ -24,7 +24,7 @@ class EndpointProcess:
     Args:
         model: model directory, sidecar, weights or ONNX file.
         ports: (frames, results, control) ports; default three free loopback ports.
-        backend, batch_size: passed to ``serve``.
+        backend, batch_size, buffer_frames: passed to ``serve``.
         threads: CPU threads the endpoint's engine may use (None: the engine's default).
         startup_timeout_s: how long to wait for the endpoint's "ready" line.
     """
@@ -37,6 +37,7 @@ class EndpointProcess:
         backend: str = "auto",
         batch_size: int = 32,
         threads: int | None = None,
+        buffer_frames: int = 10_000,
         startup_timeout_s: float = 120.0,
     ):
         self.model = Path(model)
@@ -44,6 +45,7 @@ class EndpointProcess:
         self.backend = backend
         self.batch_size = batch_size
         self.threads = threads
+        self.buffer_frames = buffer_frames
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen | None = None
         self.ready: dict = {}
@@ -59,7 +61,7 @@ class EndpointProcess:
             sys.executable, "-m", "bluesky_ptychonn.cli", "serve", "--model", str(self.model),
             "--backend", self.backend, "--batch-size", str(self.batch_size),
             "--frames-port", str(self.ports[0]), "--results-port", str(self.ports[1]),
-            "--control-port", str(self.ports[2]),
+            "--control-port", str(self.ports[2]), "--buffer-frames", str(self.buffer_frames),
         ]  # fmt: skip
         env = dict(os.environ)
         if self.threads:
