@@ -220,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", help="ePIE batch sizes")
     parser.add_argument("--iterations", type=int, help="ePIE iterations")
     parser.add_argument("--grids", type=int, nargs="+", help="sync frame grids (g for g x g)")
+    parser.add_argument(
+        "--sync-periods", type=int, nargs="+", default=[0, 1, 5], help="sync every K (0: none)"
+    )
     parser.add_argument("--sync-power-iterations", type=int, default=20)
     parser.add_argument("--sync-max-seconds", type=float, help="cap per sync run (s)")
     parser.add_argument(
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_sync:
         # caps per run, in seconds of iteration time: the 64x64 grid without sync needs an
         # estimated 25,000 iterations (about 25 min here), is stopped early and reported so
-        seconds = {(g, e): 60.0 for g in grids for e in (0, 1, 5)}
+        seconds = {(g, e): 60.0 for g in grids for e in args.sync_periods}
         seconds.update({(32, 0): 240.0, (32, 1): 120.0, (32, 5): 150.0})
         seconds.update({(64, 0): 90.0, (64, 1): 300.0, (64, 5): 200.0})
         if args.sync_max_seconds:
@@ -268,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         for grid in grids:  # one grid at a time, saved as it finishes
             records += sync_records(
                 [grid],
-                [0, 1, 5],
+                args.sync_periods,
                 {grid: caps.get(grid, 20000)},
                 seconds,
                 args.sync_power_iterations,

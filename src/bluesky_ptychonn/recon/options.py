@@ -96,7 +96,7 @@ class SyncOptions:
     """
 
     every: int = 0
-    power_iterations: int = 5
+    power_iterations: int = 20
     support_threshold: float = 1e-3
 
     def validate(self) -> None:
