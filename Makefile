@@ -26,6 +26,8 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ''
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps ptychi==2.2.0
 	$(BIN)/bluesky-ptychonn bench all --json benchmarks/results
 
 lint: $(STAMP)
