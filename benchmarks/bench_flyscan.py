@@ -41,8 +41,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from bluesky_ptychonn.ports import free_port
-
 
 class FrameCounter:
     """A document callback: when did each frame's documents arrive?"""
@@ -128,21 +126,11 @@ def step_rate(RE, eiger, stage, n_points: int) -> float:
     return (counter.events - 1) / (counter.last_event - counter.first_event)
 
 
-
-
 def start_ioc(prefix: str):
     """The simulated IOC in a subprocess on loopback and free ports; returns (process, info)."""
-    from bluesky_ptychonn.ioc.server import READY_LINE
+    from bluesky_ptychonn.ioc.server import READY_LINE, loopback_ca_environment
 
-    env = {
-        "EPICS_CA_SERVER_PORT": str(free_port(udp=True)),
-        "EPICS_CA_REPEATER_PORT": str(free_port(udp=True)),
-        "EPICS_CA_ADDR_LIST": "127.0.0.1",
-        "EPICS_CA_AUTO_ADDR_LIST": "NO",
-        "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
-        "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
-        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-    }
+    env = loopback_ca_environment()
     os.environ.update(env)  # before this process creates its Channel Access context
     process = subprocess.Popen(
         [sys.executable, "-m", "bluesky_ptychonn.ioc", "--prefix", prefix, "--detectors",

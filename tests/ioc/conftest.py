@@ -17,22 +17,13 @@ import time
 
 import pytest
 
-from bluesky_ptychonn.ioc.server import READY_LINE
-from bluesky_ptychonn.ports import free_port
+from bluesky_ptychonn.ioc.server import READY_LINE, loopback_ca_environment
 
 PREFIX = "PTYTEST:"
 START_TIMEOUT_S = 90
 
 
-CA_ENVIRONMENT = {
-    "EPICS_CA_SERVER_PORT": str(free_port(udp=True)),
-    "EPICS_CA_REPEATER_PORT": str(free_port(udp=True)),
-    "EPICS_CA_ADDR_LIST": "127.0.0.1",
-    "EPICS_CA_AUTO_ADDR_LIST": "NO",
-    "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
-    "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
-    "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-}
+CA_ENVIRONMENT = loopback_ca_environment()
 os.environ.update(CA_ENVIRONMENT)
 
 

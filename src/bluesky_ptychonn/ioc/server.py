@@ -42,6 +42,26 @@ log = logging.getLogger(__name__)
 READY_LINE = "bluesky-ptychonn ioc: ready"
 
 
+def loopback_ca_environment() -> dict[str, str]:
+    """Channel Access settings that keep a simulated IOC and its clients on 127.0.0.1.
+
+    Fresh free ports (TCP and UDP) for the server and the repeater, no broadcast search, no
+    beacons beyond loopback: a test or benchmark IOC never answers a beamline's searches.
+    Apply them to ``os.environ`` before the client process creates its CA context.
+    """
+    from ..ports import free_port
+
+    return {
+        "EPICS_CA_SERVER_PORT": str(free_port(udp=True)),
+        "EPICS_CA_REPEATER_PORT": str(free_port(udp=True)),
+        "EPICS_CA_ADDR_LIST": "127.0.0.1",
+        "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+        "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
+        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+    }
+
+
 class _HandledPut:
     """Mixin for caproto channels: a client write goes through the database's put handler."""
 
