@@ -73,3 +73,39 @@ def save_tiny_model(
 def tiny_model():
     """`save_tiny_model` as a fixture: ``tiny_model(directory, seed=..., version=...)``."""
     return save_tiny_model
+
+
+@pytest.fixture(scope="module")
+def hutch():
+    """A simulated hutch with an Eiger over a 3 x 3 um sample (quick to build)."""
+    from bluesky_ptychonn.ioc import SimHutch
+    from bluesky_ptychonn.sim import SimBeamlineConfig
+
+    with SimHutch(SimBeamlineConfig(field_of_view_m=(3e-6, 3e-6)), detectors=("eiger",)) as h:
+        yield h
+
+
+@pytest.fixture(scope="module")
+def stage(hutch):
+    from bluesky_ptychonn.devices import SimStage
+
+    return SimStage(hutch)
+
+
+@pytest.fixture(scope="module")
+def eiger(hutch):
+    from bluesky_ptychonn.devices import SimEiger
+
+    return SimEiger(hutch)
+
+
+@pytest.fixture(autouse=True)
+def files_in_tmp_path(request, tmp_path):
+    """Fly scans write their HDF5 files under the test's temporary folder."""
+    if "eiger" in request.fixturenames:
+        eiger = request.getfixturevalue("eiger")
+        previous, eiger.file_directory = eiger.file_directory, str(tmp_path)
+        yield
+        eiger.file_directory = previous
+    else:
+        yield

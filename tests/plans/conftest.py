@@ -1,14 +1,13 @@
-"""A RunEngine whose documents are validated against event-model's schemas, and sim devices."""
+"""A RunEngine whose documents are validated against event-model's schemas.
+
+The simulated hutch and its twins (``hutch``, ``stage``, ``eiger``) are in tests/conftest.py.
+"""
 
 from __future__ import annotations
 
 import pytest
 from bluesky import RunEngine
 from event_model import DocumentNames, schema_validators
-
-from bluesky_ptychonn.devices import SimEiger, SimStage
-from bluesky_ptychonn.ioc import SimHutch
-from bluesky_ptychonn.sim import SimBeamlineConfig
 
 
 class Documents(list):
@@ -39,31 +38,3 @@ def RE(documents):
     engine = RunEngine({})
     engine.subscribe(documents)
     return engine
-
-
-@pytest.fixture(scope="module")
-def hutch():
-    with SimHutch(SimBeamlineConfig(field_of_view_m=(3e-6, 3e-6)), detectors=("eiger",)) as h:
-        yield h
-
-
-@pytest.fixture(scope="module")
-def stage(hutch):
-    return SimStage(hutch)
-
-
-@pytest.fixture(scope="module")
-def eiger(hutch):
-    return SimEiger(hutch)
-
-
-@pytest.fixture(autouse=True)
-def files_in_tmp_path(request, tmp_path):
-    """Fly scans write their HDF5 files under the test's temporary folder."""
-    if "eiger" in request.fixturenames:
-        eiger = request.getfixturevalue("eiger")
-        previous, eiger.file_directory = eiger.file_directory, str(tmp_path)
-        yield
-        eiger.file_directory = previous
-    else:
-        yield
