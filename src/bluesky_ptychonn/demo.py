@@ -140,29 +140,21 @@ class DemoOptions:
 
 
 def _truth_on(snapshot: Any, sample: Any) -> np.ndarray:
-    """The sample's transmission on the mosaic's canvas (nearest-pixel lattice match)."""
-    from .geometry import patch_corners
+    """The sample's transmission on the mosaic's canvas (nearest whole-pixel offset).
 
-    if not np.isclose(snapshot.pixel_size_m, sample.pixel_size_m, rtol=1e-6):
+    A mosaic of coarser pixels (a cropping model) gets the sample resampled to its pixel size.
+    """
+    from .dataset import ComplexImage
+    from .recon.quality import reference_on_grid
+
+    if not np.isclose(snapshot.pixel_size_m, sample.pixel_size_m, rtol=1e-6, atol=0):
         from skimage.transform import rescale
 
         factor = sample.pixel_size_m / snapshot.pixel_size_m
         array = rescale(sample.array.real, factor) + 1j * rescale(sample.array.imag, factor)
-        grid_origin = np.asarray(sample.origin_m)
-        pixel = snapshot.pixel_size_m
-    else:
-        array, grid_origin, pixel = sample.array, np.asarray(sample.origin_m), sample.pixel_size_m
-    origin_px = (np.asarray(snapshot.origin_m) - grid_origin) / pixel
-    (corner,), _ = patch_corners(
-        origin_px[None] + np.array(snapshot.phase.shape) // 2, snapshot.phase.shape
-    )
-    rows, cols = snapshot.phase.shape
-    out = np.ones((rows, cols), dtype=np.complex64)
-    r0, c0 = corner
-    rs, cs = max(r0, 0), max(c0, 0)
-    re, ce = min(r0 + rows, array.shape[0]), min(c0 + cols, array.shape[1])
-    out[rs - r0 : re - r0, cs - c0 : ce - c0] = array[rs:re, cs:ce]
-    return out
+        sample = ComplexImage(array, snapshot.pixel_size_m, sample.origin_m)
+    canvas = ComplexImage(snapshot.phase, snapshot.pixel_size_m, snapshot.origin_m)
+    return reference_on_grid(sample, canvas).astype(np.complex64)
 
 
 def _mosaic_quality(snapshot: Any, sample: Any) -> dict[str, float]:
@@ -291,7 +283,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
                 }
             if options.epie_iterations > 0:
                 report["epie"] = _epie(options, report["scans"]["spiral"]["uid"], beamline,
-                                       tiled_server, out, hutch)  # fmt: skip
+                                       tiled_server, out)  # fmt: skip
             if writer is not None:
                 writer.flush(timeout_s=60)
                 report["tiled_documents"] = asdict(writer.stats)
@@ -306,10 +298,11 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     return report
 
 
-def _epie(options, uid, beamline, tiled_server, out, hutch) -> dict[str, Any]:
-    """ePIE of the spiral run, read back from Tiled (or measured again without Tiled)."""
+def _epie(options, uid, beamline, tiled_server, out) -> dict[str, Any]:
+    """ePIE of the spiral run as read back from Tiled (skipped without Tiled)."""
     from .metrics import compare
     from .recon import EPIEOptions, reconstruct
+    from .recon.quality import reference_on_grid
 
     if tiled_server is not None:
         from .storage.tiled_catalog import connect
@@ -328,11 +321,7 @@ def _epie(options, uid, beamline, tiled_server, out, hutch) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     obj = result.object
     truth_grid = obj.grid
-    offset = np.round(beamline.sample.grid.to_pixels(np.array([truth_grid.origin_m])))[0].astype(
-        int
-    )
-    rows, cols = obj.array.shape
-    truth = beamline.sample.array[offset[0] : offset[0] + rows, offset[1] : offset[1] + cols]
+    truth = reference_on_grid(beamline.sample, obj)
     counts = np.zeros(obj.array.shape)
     from .geometry import patch_corners
 
