@@ -60,6 +60,9 @@ def available_backends() -> list[BackendChoice]:
     return choices
 
 
+EXPORT_FORM = "factored1"  # `model.inference_form` output stage, export version 1
+
+
 def _onnx_for(files: ModelFiles) -> Path:
     """The model's verified ONNX graph, exported into the cache when it has only weights."""
     if "onnx" in files.sidecar.files:
@@ -67,7 +70,8 @@ def _onnx_for(files: ModelFiles) -> Path:
     weights = files.verified("weights")
     from ..model.export import export_onnx
 
-    out = cache_dir("onnx") / f"{sha256_file(weights)[:24]}.onnx"
+    # the graph's form is part of the name: a change of export form must not reuse old graphs
+    out = cache_dir("onnx") / f"{sha256_file(weights)[:24]}-{EXPORT_FORM}.onnx"
     if out.is_file() and out.with_suffix(".json").is_file():
         try:
             return resolve(out).verified("onnx")

@@ -60,7 +60,7 @@ def calibration_inputs(sidecar: Sidecar, n: int = 96, seed: int = 1234) -> np.nd
 def _float_nodes(model_path: Path, float_convs_before_output: int = 0) -> list[str]:
     """Names of the nodes kept in float.
 
-    The Resize ops; each output conv (a Conv with at most 2 output channels: the phase /
+    The Resize ops; each output conv (a Conv with no other Conv downstream: the phase /
     amplitude heads, one per decoder) and everything downstream of it; and, per head, the
     ``float_convs_before_output`` convs that feed it (the decoder's last up block).
     """
@@ -74,14 +74,24 @@ def _float_nodes(model_path: Path, float_convs_before_output: int = 0) -> list[s
     for node in nodes:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    heads = [
-        n
-        for n in nodes
-        if n.op_type == "Conv"
-        and len(n.input) > 1
-        and n.input[1] in weights
-        and weights[n.input[1]][0] <= 2
-    ]
+    convs = [n for n in nodes if n.op_type == "Conv" and len(n.input) > 1 and n.input[1] in weights]
+
+    def feeds_a_conv(node) -> bool:
+        stack, seen = [node], set()
+        while stack:
+            current = stack.pop()
+            for out in current.output:
+                for consumer in consumers.get(out, []):
+                    if consumer.op_type == "Conv":
+                        return True
+                    if consumer.name not in seen:
+                        seen.add(consumer.name)
+                        stack.append(consumer)
+        return False
+
+    # the output convs: no other conv downstream (the plain 3x3 heads, or the channel-mixing
+    # 1x1 conv of a factored output stage, `model.inference_form`)
+    heads = [n for n in convs if not feeds_a_conv(n)]
     keep = {n.name for n in nodes if n.op_type in KEEP_FLOAT_OPS}
     stack, seen = list(heads), set()
     while stack:  # the heads and everything after them
