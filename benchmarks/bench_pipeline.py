@@ -10,7 +10,7 @@ Measured in one run:
   is frames stitched over the time from the first send to the last stitch, ``frames_lost`` is
   frames sent and never stitched, latencies run from frame creation to the mosaic update;
 * ``stitch_patches_per_s``: `Mosaic.add` alone on 64x64 patches (no alignment and with
-  greedy phase alignment).
+  greedy phase alignment), after one warm-up call that compiles its kernel.
 
     bluesky-ptychonn bench pipeline --json benchmarks/results/pipeline.json [--quick]
 """
@@ -57,8 +57,11 @@ def make_model(directory: Path, input_px: int) -> Path:
     return directory
 
 
-def raw_engine_rate(model: Path, frames: np.ndarray, backend: str, seconds: float) -> float:
-    engine = load_engine(model, backend)
+def raw_engine_rate(
+    model: Path, frames: np.ndarray, backend: str, precision: str | None, seconds: float
+) -> float:
+    """Frames/s of the endpoint's engine (same backend, precision, no spinning) at batch 32."""
+    engine = load_engine(model, backend, precision=precision, spin=False)
     x = engine.preprocessing.apply(frames[:BATCH])
     engine.warmup((BATCH,))
     count, start = 0, time.perf_counter()
@@ -69,12 +72,16 @@ def raw_engine_rate(model: Path, frames: np.ndarray, backend: str, seconds: floa
 
 
 def stitch_rate(n: int, align: bool) -> float:
+    """`Mosaic.add` of ``n`` 64x64 patches at random positions on a 2048x2048 canvas (64 MB,
+    more than the cache holds), in batches of 256; the compiled kernel is warmed up first."""
     mosaic = Mosaic(
         PixelGrid.centred((2048, 2048), 10e-9), gaussian_weight((64, 64), 24), align_phase=align
     )
     rng = np.random.default_rng(0)
     positions = rng.uniform(-9e-6, 9e-6, (n, 2))
     phase = rng.uniform(-1, 1, (n, 64, 64)).astype(np.float32)
+    warm_up = Mosaic(mosaic.grid, mosaic.weight, align_phase=align)
+    warm_up.add(phase[:2], None, positions[:2])  # numba compiles (or loads its cache) here
     start = time.perf_counter()
     for s in range(0, n, 256):
         mosaic.add(phase[s : s + 256], None, positions[s : s + 256])
@@ -87,6 +94,7 @@ def stream_through(
     positions: np.ndarray,
     offered_fps: float,
     pixel_size_m: float,
+    chunk: int = 1,
 ) -> dict:
     """Send ``frames`` at ``offered_fps``; stitch the results; count and time them."""
     frames_address, results_address, _ = endpoint.addresses
@@ -123,7 +131,6 @@ def stream_through(
     consumer.start()
     streamer = FrameStreamer(frames_address, results_address, run_uid=run_uid, resend_after_s=5.0)
     time.sleep(0.5)  # subscriptions settle
-    chunk = 8  # frames per message, as a detector's stream interface batches them
     period = chunk / offered_fps
     start = time.perf_counter()
     for index, s in enumerate(range(0, len(frames), chunk)):
@@ -149,6 +156,7 @@ def stream_through(
         "frames_stitched": stitched,
         "frames_lost": len(frames) - stitched,
         "frames_resent": streamer.sender.frames_resent,
+        "frames_per_message": chunk,
         "sustained_fps": stitched / max(last_stitch - start, 1e-9),
         "p50_ms": float(np.percentile(lat, 50)),
         "p99_ms": float(np.percentile(lat, 99)),
@@ -161,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--input-px", type=int, default=128, help="edge model input side")
+    parser.add_argument("--precision", default=None, help="engine precision (e.g. int8)")
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=1,
+        help="frames per wire message (1: frame by frame, as an Eiger stream interface sends)",
+    )
     args = parser.parse_args(argv)
     n_frames = 1000 if args.quick else 6000
     with warnings.catch_warnings():
@@ -172,18 +187,21 @@ def main(argv: list[str] | None = None) -> int:
     stitch = {align: stitch_rate(4000 if args.quick else 20000, align) for align in (False, True)}
     with tempfile.TemporaryDirectory() as tmp:
         model = make_model(Path(tmp) / "model", args.input_px)
-        raw = raw_engine_rate(model, frames, args.backend, 3 if args.quick else 10)
-        with EndpointProcess(model, backend=args.backend, batch_size=BATCH) as endpoint:
+        raw = raw_engine_rate(model, frames, args.backend, args.precision, 3 if args.quick else 10)
+        with EndpointProcess(
+            model, backend=args.backend, batch_size=BATCH, precision=args.precision
+        ) as endpoint:
             backend = endpoint.ready.get("backend")
             for fraction in (0.5, 0.9) if not args.quick else (0.5,):
                 result = stream_through(
-                    endpoint, frames, positions, raw * fraction, beamline.pixel_size_m
+                    endpoint, frames, positions, raw * fraction, beamline.pixel_size_m, args.chunk
                 )
                 record = {
                     "benchmark": "pipeline",
                     "model": "edge",
                     "input_px": args.input_px,
                     "backend": backend,
+                    "precision": endpoint.ready.get("precision"),
                     "batch": BATCH,
                     "raw_engine_fps": raw,
                     "load_fraction": fraction,

@@ -21,6 +21,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         batch_timeout_s=args.batch_timeout_ms / 1e3,
         buffer_frames=args.buffer_frames,
+        threads=args.threads,
+        spin=args.spin,
         name=args.name,
     )
     server = EndpointServer(config).start()
@@ -50,7 +52,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--results-port", type=int, default=5561)
     parser.add_argument("--control-port", type=int, default=5562)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--batch-timeout-ms", type=float, default=2.0)
+    parser.add_argument(
+        "--batch-timeout-ms",
+        type=float,
+        default=0.0,
+        help="longest wait for a batch to fill (default 0: infer what has arrived at once)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="engine CPU threads")
+    parser.add_argument(
+        "--spin",
+        action="store_true",
+        help="let ONNX Runtime threads spin between calls (lower latency on an idle machine)",
+    )
     parser.add_argument("--buffer-frames", type=int, default=10_000)
     parser.add_argument("--name", default="ptychonn-endpoint")
     parser.set_defaults(func=run)

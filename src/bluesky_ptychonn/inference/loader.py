@@ -119,6 +119,7 @@ def load_engine(
     max_batch: int = MAX_BATCH,
     calibration: np.ndarray | None = None,
     int8_float_convs: int = 0,
+    spin: bool = True,
     **options: object,
 ) -> InferenceEngine:
     """An inference engine for a model file (weights, ONNX, sidecar, or model directory).
@@ -132,6 +133,8 @@ def load_engine(
         threads: CPU threads (ONNX Runtime intra-op threads).
         max_batch: largest batch the engine accepts (TensorRT's profile maximum).
         calibration: (N, h, w) detector frames for int8 calibration, instead of simulated ones.
+        spin: ONNX Runtime worker threads spin between calls (its default; lowest latency
+            when nothing else needs the cores). Ignored by the other backends.
         int8_float_convs: how many convs before each output conv an int8 graph keeps in float
             besides the output convs themselves (2: the decoder's last up block; more
             accurate, slower).
@@ -188,6 +191,7 @@ def load_engine(
             precision=precision,
             threads=threads,
             max_batch=max_batch,
+            spin=spin,
         )
     # pytorch
     from .torch_engine import TorchEngine

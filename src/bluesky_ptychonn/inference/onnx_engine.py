@@ -70,6 +70,7 @@ class OnnxRuntimeEngine(InferenceEngine):
         precision: str = "fp32",
         threads: int | None = None,
         max_batch: int = MAX_BATCH,
+        spin: bool = True,
     ):
         try:
             import onnxruntime as ort
@@ -88,6 +89,8 @@ class OnnxRuntimeEngine(InferenceEngine):
         threads = threads or default_threads()
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+        # spinning workers answer the next call sooner but burn CPU that other threads need
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         if device.startswith("cuda"):
             if not cuda_provider_usable():
                 raise BackendUnavailable(
@@ -128,6 +131,7 @@ class OnnxRuntimeEngine(InferenceEngine):
             {
                 "providers": self._session.get_providers(),
                 "threads": int(threads),
+                "spin": bool(spin),
                 "onnxruntime": ort.__version__,
                 "graph": self.onnx_path.name,
             }

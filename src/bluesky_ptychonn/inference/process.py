@@ -24,9 +24,11 @@ class EndpointProcess:
     Args:
         model: model directory, sidecar, weights or ONNX file.
         ports: (frames, results, control) ports; default three free loopback ports.
-        backend, batch_size, buffer_frames: passed to ``serve``.
+        backend, precision, batch_size, buffer_frames: passed to ``serve``.
         threads: CPU threads the endpoint's engine may use (None: the engine's default).
         startup_timeout_s: how long to wait for the endpoint's "ready" line.
+        batch_timeout_s: longest wait for a batch to fill (0: infer what has arrived).
+        spin: let ONNX Runtime's threads spin between calls (`EndpointConfig.spin`).
     """
 
     def __init__(
@@ -39,6 +41,9 @@ class EndpointProcess:
         threads: int | None = None,
         buffer_frames: int = 10_000,
         startup_timeout_s: float = 120.0,
+        precision: str | None = None,
+        batch_timeout_s: float = 0.0,
+        spin: bool = False,
     ):
         self.model = Path(model)
         self.ports = list(ports) if ports else [free_tcp_port() for _ in range(3)]
@@ -47,6 +52,9 @@ class EndpointProcess:
         self.threads = threads
         self.buffer_frames = buffer_frames
         self.startup_timeout_s = startup_timeout_s
+        self.precision = precision
+        self.batch_timeout_s = batch_timeout_s
+        self.spin = spin
         self.process: subprocess.Popen | None = None
         self.ready: dict = {}
 
@@ -62,10 +70,17 @@ class EndpointProcess:
             "--backend", self.backend, "--batch-size", str(self.batch_size),
             "--frames-port", str(self.ports[0]), "--results-port", str(self.ports[1]),
             "--control-port", str(self.ports[2]), "--buffer-frames", str(self.buffer_frames),
+            "--batch-timeout-ms", str(self.batch_timeout_s * 1e3),
         ]  # fmt: skip
+        if self.precision:
+            command += ["--precision", self.precision]
+        if self.threads:
+            command += ["--threads", str(self.threads)]
+        if self.spin:
+            command.append("--spin")
         env = dict(os.environ)
         if self.threads:
-            env["OMP_NUM_THREADS"] = str(self.threads)
+            env["OMP_NUM_THREADS"] = str(self.threads)  # the PyTorch backend's threads
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
         line = self._readline(self.startup_timeout_s)
         if not line:

@@ -6,8 +6,11 @@ One process, three threads:
   and queues the good ones in a bounded buffer; bad frames are rejected with a reason and
   answered at once with a ``rejected`` message (so the sender stops waiting for them); frames
   beyond the buffer are dropped, counted and answered the same way — never silently.
-* **infer**: adaptive batching: a full batch when the queue holds one, otherwise whatever has
-  arrived once the oldest frame has waited ``batch_timeout_s``; the tail of a run always goes.
+* **infer**: adaptive batching: whenever the engine is free it takes what has arrived, up to a
+  full batch (with ``batch_timeout_s`` > 0 it first waits up to that long for a batch to fill).
+  At low rates a frame is inferred alone the moment it arrives (lowest latency); under load
+  frames queue while the engine works and the next batch is bigger (highest throughput). The
+  tail of a run always goes.
   Each batch is preprocessed and inferred by the current engine and published as a
   ``results`` message (phase, amplitude, frame ids, positions, model version, the frames'
   creation time for latency).
@@ -51,7 +54,12 @@ class EndpointConfig:
         host: interface the sockets bind to (loopback unless configured).
         frames_port, results_port, control_port: TCP ports.
         batch_size: largest batch sent to the engine (frames).
-        batch_timeout_s: longest a frame waits for a batch to fill, seconds.
+        batch_timeout_s: longest the oldest queued frame waits for a batch to fill, seconds;
+            0 (default): never wait, infer what has arrived whenever the engine is free.
+        threads: CPU threads of the engine (None: the cores this process may use).
+        spin: let ONNX Runtime's worker threads spin between calls (lower latency on an
+            otherwise idle machine, but they burn CPU that the receive / publish threads and
+            a stitcher on the same cores need; off by default).
         buffer_frames: frames the endpoint holds before it drops (and reports) new ones.
         name: label in status replies and result messages.
     """
@@ -64,8 +72,10 @@ class EndpointConfig:
     results_port: int = 5561
     control_port: int = 5562
     batch_size: int = 32
-    batch_timeout_s: float = 0.002
+    batch_timeout_s: float = 0.0
     buffer_frames: int = 10_000
+    threads: int | None = None
+    spin: bool = False
     name: str = "ptychonn-endpoint"
 
     def validate(self) -> None:
@@ -150,7 +160,8 @@ class EndpointServer:
 
         engine = load_engine(
             model_path, self.config.backend, precision=self.config.precision,
-            max_batch=max(self.config.batch_size, 1),
+            max_batch=max(self.config.batch_size, 1), threads=self.config.threads,
+            spin=self.config.spin,
         )  # fmt: skip
         check_engine(engine)
         engine.warmup((1, self.config.batch_size))
