@@ -114,3 +114,101 @@ def test_live_view_writes_a_png_and_publishes_snapshots(tmp_path):
     finally:
         subscriber.close()
         view.close()
+
+
+PATCH, PIXEL_M = 32, 10e-9
+
+
+def interleaved_scan(seed=0, side=9):
+    """Patches of a smooth object at half-patch raster steps, each with a random phase offset
+    and 0.1 rad of noise, in two passes: first every other row and column (patches that share
+    no pixel), then the rest. Returns the object and the patches' event data."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    step = PATCH // 2
+    extent = step * (side - 1) + PATCH + 8
+    phase = ndimage.gaussian_filter(rng.normal(size=(extent, extent)), 4)
+    truth = np.exp(2j * phase / np.abs(phase).max())
+    index = np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), -1)
+    index = index.reshape(-1, 2)
+    first = np.all(index % 2 == 0, axis=1)
+    corners = index[np.concatenate([np.flatnonzero(first), np.flatnonzero(~first)])] * step + 4
+    events = []
+    for seq, (r, c) in enumerate(corners, start=1):
+        noise = rng.uniform(-np.pi, np.pi) + 0.1 * rng.normal(size=(PATCH, PATCH))
+        patch = truth[r : r + PATCH, c : c + PATCH] * np.exp(1j * noise)
+        y, x = (np.array([r, c]) + PATCH // 2) * PIXEL_M
+        events.append({"seq_num": seq, "data": {
+            "ptychonn_phase": np.angle(patch).astype(np.float32),
+            "ptychonn_amplitude": np.abs(patch).astype(np.float32),
+            "beam_y": y, "beam_x": x, "frame_index": seq - 1,
+        }})  # fmt: skip
+    return truth, events
+
+
+def start_document(events):
+    positions = np.array([[e["data"]["beam_y"], e["data"]["beam_x"]] for e in events])
+    return {
+        "uid": "run-1",
+        "time": 0.0,
+        "object_pixel_size_m": PIXEL_M,
+        "scan_extent_m": list(np.ptp(positions, axis=0)),
+        "scan_centre_m": list((positions.min(0) + positions.max(0)) / 2),
+        "beam_size_m": PATCH / 2 * PIXEL_M,
+        "num_points": len(events),
+    }
+
+
+def phase_error(snapshot, truth):
+    """RMS phase error (rad) against the object where the mosaic is well covered."""
+    r0, c0 = np.round(np.array(snapshot.origin_m) / snapshot.pixel_size_m).astype(int)
+    rows, cols = snapshot.phase.shape
+    reference = truth[r0 : r0 + rows, c0 : c0 + cols]
+    region = snapshot.weights > 0.2 * snapshot.weights.max()
+    estimate, reference = snapshot.complex[region], reference[region]
+    estimate = estimate * np.exp(-1j * np.angle(np.vdot(reference, estimate)))
+    return float(np.sqrt(np.mean(np.angle(estimate * np.conj(reference)) ** 2)))
+
+
+def run_documents(stitcher, events, between=None):
+    stitcher("start", start_document(events))
+    stitcher("descriptor", {"uid": "d-1", "run_start": "run-1", "name": "primary"})
+    for event in events:
+        stitcher("event", {"uid": f"e-{event['seq_num']}", "descriptor": "d-1", **event})
+        if between is not None:
+            between(event["seq_num"])
+    stitcher("stop", {"uid": "s-1", "run_start": "run-1", "exit_status": "success"})
+
+
+def test_the_final_mosaic_is_synchronised_globally_where_greedy_alignment_fails():
+    truth, events = interleaved_scan()
+    finals = {}
+    for synchronise in (False, True):
+        stitcher = LiveStitcher(synchronise=synchronise, settle_timeout_s=1)
+        run_documents(stitcher, events)
+        finals[synchronise] = stitcher.last_snapshot
+    greedy, synchronised = (phase_error(finals[s], truth) for s in (False, True))
+    assert synchronised < 0.1
+    assert greedy > 5 * synchronised
+    assert finals[True].metrics["phase_sync_patches"] == len(events)
+    assert finals[True].frames_used == len(events)
+    assert "phase_sync_patches" not in finals[False].metrics
+
+
+def test_snapshots_resynchronise_every_n_new_patches():
+    truth, events = interleaved_scan(seed=1)
+    stitcher = LiveStitcher(resync_every=30, settle_timeout_s=1)
+    seen = {}
+
+    def look(seq):
+        if seq in (29, 40, 50, 70):
+            seen[seq] = stitcher.snapshot().metrics.get("phase_sync_patches")
+
+    run_documents(stitcher, events, between=look)
+    # 29 patches: not yet; 40: synchronised; 50: only 10 new; 70: 30 new again
+    assert seen == {29: None, 40: 40, 50: 40, 70: 70}
+    assert stitcher.last_snapshot.metrics["phase_sync_patches"] == len(events)
+    assert phase_error(stitcher.last_snapshot, truth) < 0.1
+    with pytest.raises(ValueError, match="resync_every"):
+        LiveStitcher(resync_every=0)

@@ -99,3 +99,85 @@ def test_subpixel_placement_beats_nearest_pixel_for_off_grid_positions(scan):
         estimate = without_global_phase(snapshot.complex, reference, region)
         errors[subpixel] = phase_rms_error(estimate, reference, mask=region, align=False)
     assert errors[True] < 0.6 * errors[False]
+
+
+def reference_sums(shape, weight, batches, align):
+    """`Mosaic.add` written the plain way: one patch at a time, complex128, numpy only.
+
+    Returns the four canvas sums, the rotation of every patch, and (used, outside) counts."""
+    field = np.zeros(shape, complex)
+    amplitude_sum, weight_sum = np.zeros(shape), np.zeros(shape)
+    rotations, used, outside = [], 0, 0
+    h, w = weight.shape
+    for phase, amplitude, corners in batches:
+        for k, (r0, c0) in enumerate(corners):
+            rows = slice(max(r0, 0), min(r0 + h, shape[0]))
+            cols = slice(max(c0, 0), min(c0 + w, shape[1]))
+            if rows.start >= rows.stop or cols.start >= cols.stop:
+                rotations.append(0.0)
+                outside += 1
+                continue
+            inside = slice(rows.start - r0, rows.stop - r0), slice(cols.start - c0, cols.stop - c0)
+            a = 1.0 if amplitude is None else amplitude[k][inside]
+            weighted = weight[inside] * a
+            piece = weighted * np.exp(1j * phase[k][inside].astype(float))
+            rotation = 0.0
+            if align:
+                overlap = np.vdot(piece, field[rows, cols])
+                if abs(overlap) ** 2 > 1e-12:
+                    rotation = float(np.angle(overlap))
+            field[rows, cols] += piece * np.exp(1j * rotation)
+            amplitude_sum[rows, cols] += weighted
+            weight_sum[rows, cols] += weight[inside]
+            rotations.append(rotation)
+            used += 1
+    sums = np.stack([field.real, field.imag, amplitude_sum, weight_sum])
+    return sums, np.array(rotations), used, outside
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_compiled_add_matches_a_plain_reference_including_edges_and_alignment(align):
+    rng = np.random.default_rng(3)
+    shape, patch = (50, 64), (12, 20)  # not square: rows and columns cannot be swapped
+    rows, cols = np.mgrid[: shape[0] + 40, : shape[1] + 60]
+    truth = (0.5 + 0.5 * np.cos(rows / 7.0) ** 2) * np.exp(  # a smooth object
+        1j * (2.0 * np.sin(rows / 9.0) + 1.5 * np.cos(cols / 11.0))
+    )
+    grid = PixelGrid(10e-9, (0.0, 0.0), shape)
+    weight = gaussian_weight(patch, 8)
+    mosaic = Mosaic(grid, weight, align_phase=align)
+    batches, got = [], []
+    for size, unit in ((7, False), (1, True), (12, False), (9, True)):
+        # corners from 15 pixels beyond the top-left edge to beyond the bottom-right one: some
+        # patches clipped at every edge, some entirely outside
+        corners = np.stack(
+            [rng.integers(-15, shape[0] + 2, size), rng.integers(-22, shape[1] + 2, size)], 1
+        )
+        patches = np.stack(
+            [truth[r + 20 : r + 20 + patch[0], c + 30 : c + 30 + patch[1]] for r, c in corners]
+        )
+        offsets = rng.uniform(-np.pi, np.pi, size) + rng.choice([0, 40.0], size)  # big phases too
+        phase = (np.angle(patches) + offsets[:, None, None]).astype(np.float32)
+        amplitude = None if unit else np.abs(patches).astype(np.float32)
+        batches.append((phase, amplitude, corners))
+        positions = grid.to_metres(corners + np.array(patch) // 2)
+        got.append(mosaic.add(phase, amplitude, positions))
+    sums, rotations, used, outside = reference_sums(shape, weight, batches, align)
+    assert outside > 0 and used > 20  # the draw exercises both
+    assert (mosaic.frames_used, mosaic.frames_outside) == (used, outside)
+    np.testing.assert_allclose(mosaic.sums, sums, rtol=0, atol=2e-5 * np.abs(sums).max())
+    turn = np.angle(np.exp(1j * (np.concatenate(got) - rotations)))
+    assert np.abs(turn).max() < 1e-4
+    if align:
+        assert np.count_nonzero(rotations) > used // 2  # most patches overlap earlier ones
+    with pytest.raises(ValueError):
+        mosaic.sums[0, 0, 0] = 1.0  # a read-only view
+
+
+def test_infinite_amplitudes_are_refused_before_anything_is_added():
+    mosaic = Mosaic(PixelGrid.centred((50, 50), 10e-9), gaussian_weight((16, 16), 6))
+    amplitude = np.ones((2, 16, 16))
+    amplitude[1, 3, 4] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        mosaic.add(np.zeros((2, 16, 16)), amplitude, np.zeros((2, 2)))
+    assert mosaic.frames_used == 0 and not mosaic.sums.any()

@@ -7,12 +7,26 @@ Patches (phase, amplitude, frame ids, positions) arrive out of band on the endpo
 stream, to which the stitcher subscribes once, when it is made (a subscription made at the
 start of a run could miss the first results: PUB/SUB drops what is published before a
 subscriber is connected). Results of a stream the stitcher does not know yet are held until
-the descriptor names it. They go into a `stitch.Mosaic` (probe-shaped
-Gaussian weights of the beam size, each new patch phase-aligned with what is already there,
-duplicates dropped by frame id). ``snapshot()`` is safe to call from any thread (for the live
-view and the Tiled writer); at the stop document the stitcher waits until every frame of the
-run is stitched (or ``settle_timeout_s`` passes), then hands the final snapshot to its
-consumers.
+the descriptor names it. They go into a `stitch.Mosaic` (probe-shaped Gaussian weights of the
+beam size, duplicates dropped by frame id), each new patch rotated to agree with what is
+already there (greedy alignment, for the live view). ``snapshot()`` is safe to call from any
+thread (for the live view and the Tiled writer); at the stop document the stitcher waits until
+every frame of the run is stitched (or ``settle_timeout_s`` passes), then hands the final
+snapshot to its consumers.
+
+Global phase synchronisation: the stitcher keeps the run's patches (8 bytes a pixel, float32
+phase and amplitude: 32 KiB a 64x64 patch, 3.3 GB for 100,000 of them, so by default up to
+``keep_patches_bytes`` = 2 GiB, 65,536 such patches; past that the run stays greedily aligned
+and a warning says so). At the stop document (``synchronise=True``) and, with
+``resync_every=N``, in ``snapshot()`` once N new patches have arrived since the last time, it
+synchronises all of them at once (`Mosaic.synchronise`: the Gramian of every overlap and its
+leading eigenvector, `recon.phase_sync.synchronise_frames`, warm-started from the previous one)
+and rebuilds the mosaic with those phases, so that patches without a common phase reference
+agree even where greedy alignment let errors pile up along the scan. Patches that overlap
+nothing keep their own phase. The computation runs outside the stitcher's lock (patches keep
+arriving meanwhile, greedily aligned); only the rebuild holds it. The final snapshot's
+``metrics`` say how it went (``phase_sync_patches``, ``phase_sync_iterations``,
+``phase_sync_residual``).
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ from ..stream.wire import Message
 log = logging.getLogger(__name__)
 
 HELD_MESSAGES = 10_000  # result messages held while a run's stream id is not known yet
+KEEP_PATCHES_BYTES = 2 << 30  # default memory for a run's kept patches (65,536 of 64x64)
 
 
 class LiveStitcher(CallbackBase):
@@ -46,6 +61,12 @@ class LiveStitcher(CallbackBase):
         subpixel: place patches at their exact sub-pixel positions (slower).
         consumers: called with the final `MosaicSnapshot` of each run.
         settle_timeout_s: longest wait at the stop document for late patches.
+        synchronise: synchronise the phases of all the run's patches globally at the stop
+            document, before the final snapshot.
+        resync_every: also synchronise in ``snapshot()`` once this many patches arrived since
+            the last synchronisation (None: only at the stop document).
+        keep_patches_bytes: memory for the kept patches of a run (see the module docstring).
+        sync_iterations: power iteration budget of one synchronisation.
     """
 
     def __init__(
@@ -57,14 +78,27 @@ class LiveStitcher(CallbackBase):
         subpixel: bool = False,
         consumers: Iterable[Callable[[MosaicSnapshot], None]] = (),
         settle_timeout_s: float = 60.0,
+        synchronise: bool = True,
+        resync_every: int | None = None,
+        keep_patches_bytes: int = KEEP_PATCHES_BYTES,
+        sync_iterations: int = 1000,
     ):
         super().__init__()
+        if resync_every is not None and resync_every < 1:
+            raise ValueError(
+                f"resync_every must be a positive number of patches, got {resync_every}"
+            )
         self.endpoint_name = endpoint_name
         self.align_phase = align_phase
         self.subpixel = subpixel
         self.consumers = list(consumers)
         self.settle_timeout_s = settle_timeout_s
+        self.synchronise = synchronise
+        self.resync_every = resync_every
+        self.keep_patches_bytes = keep_patches_bytes if synchronise or resync_every else 0
+        self.sync_iterations = sync_iterations
         self._lock = threading.Lock()
+        self._resyncing = threading.Lock()
         self._start: dict[str, Any] | None = None
         self._stream_id: str | None = None
         self._held: deque[Message] = deque(maxlen=HELD_MESSAGES)
@@ -136,7 +170,16 @@ class LiveStitcher(CallbackBase):
             if expected and self.frames_stitched + self.frames_rejected >= expected:
                 break
             time.sleep(0.01)
-        snapshot = self.snapshot()
+        if self.synchronise:
+            self._resync(wait=True)
+            kept = None if self._mosaic is None else self._mosaic.kept
+            if kept is not None and kept.overflowed:
+                log.warning(
+                    "run %s: more patches than keep_patches_bytes=%d holds, the mosaic was "
+                    "not synchronised globally (greedy alignment only)",
+                    doc.get("run_start"), self.keep_patches_bytes,
+                )  # fmt: skip
+        snapshot = self._snapshot()
         with self._lock:
             self._stream_id = None
         self.last_snapshot = snapshot
@@ -168,7 +211,12 @@ class LiveStitcher(CallbackBase):
         beam_px = float(start.get("beam_size_m", patch_shape[0] * pixel / 2)) / pixel
         weight = gaussian_weight(patch_shape, fwhm_px=beam_px)
         return Mosaic.covering(
-            corners, pixel, weight, align_phase=self.align_phase, subpixel=self.subpixel
+            corners,
+            pixel,
+            weight,
+            align_phase=self.align_phase,
+            subpixel=self.subpixel,
+            keep_patches_bytes=self.keep_patches_bytes,
         )
 
     def add(self, message: Message) -> None:
@@ -218,8 +266,53 @@ class LiveStitcher(CallbackBase):
             self._subscriber.close()
 
     def snapshot(self) -> MosaicSnapshot | None:
-        """The mosaic now (copies), or None before the first patch."""
+        """The mosaic now (copies), or None before the first patch.
+
+        With ``resync_every``, first synchronises the phases of all patches globally when that
+        many arrived since the last time (unless another thread is doing it already).
+        """
+        mosaic = self._mosaic
+        if (
+            self.resync_every is not None
+            and mosaic is not None
+            and mosaic.patches_since_sync >= self.resync_every
+        ):
+            self._resync(wait=False)
+        return self._snapshot()
+
+    def _snapshot(self) -> MosaicSnapshot | None:
         with self._lock:
             if self._mosaic is None:
                 return None
-            return self._mosaic.snapshot(model_version=self._model_version)
+            metrics = {}
+            sync = self._mosaic.last_sync
+            if sync is not None:
+                metrics = {
+                    "phase_sync_patches": len(sync.phases),
+                    "phase_sync_iterations": sync.iterations,
+                    "phase_sync_residual": sync.residual,
+                }
+            return self._mosaic.snapshot(model_version=self._model_version, **metrics)
+
+    def _resync(self, wait: bool) -> None:
+        """Synchronise the current run's patches globally (see the module docstring)."""
+        if not self._resyncing.acquire(blocking=wait):
+            return
+        try:
+            mosaic = self._mosaic
+            if mosaic is None or mosaic.patches_since_sync == 0 or not mosaic.can_synchronise:
+                return
+            started = time.perf_counter()
+            try:
+                result = mosaic.synchronise(iterations=self.sync_iterations, lock=self._lock)
+            except (ValueError, ArithmeticError, MemoryError):
+                log.exception("global phase synchronisation failed: the mosaic stays greedy")
+                return
+            if result is not None:
+                log.info(
+                    "phases of %d patches synchronised in %.2f s (%d iterations, residual %.1e)",
+                    len(result.phases), time.perf_counter() - started, result.iterations,
+                    result.residual,
+                )  # fmt: skip
+        finally:
+            self._resyncing.release()

@@ -7,16 +7,32 @@ exact position first). A patch from a CNN carries an arbitrary phase offset; wit
 ``align_phase=True`` each new patch is rotated by the phase that best matches what the canvas
 already holds in its footprint (a greedy phase synchronisation that costs one weighted inner
 product per patch); patches that share no pixel with earlier ones keep their own offset.
+
+With ``keep_patches_bytes`` the mosaic also keeps what it stitched, and `Mosaic.synchronise`
+replaces the greedy rotations by a global phase synchronisation of all kept patches
+(`synchronise.global_phases`: the Gramian and power iteration of `recon.phase_sync`) and
+rebuilds the canvas from them; patches added later are aligned greedily again until the next
+call.
+
+`Mosaic.add` runs one compiled pass per batch (`accumulate`: sines, cosines, weights, the
+alignment's inner product and the sums together; numba, compiled on first use in about 2 s and
+cached on disk). On 2 shared cores, 64x64 patches at random positions on a 2048x2048 canvas
+stitch at about 73,000 patches/s (66,000 with alignment), 3.2x and 5.4x the numpy loop it
+replaced, measured in one run; see ``docs/live-pipeline.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..fourier import fourier_shift
 from ..geometry import PixelGrid, as_positions_m, patch_corners
+from .accumulate import accumulate, all_finite
+from .synchronise import SYNC_PIXELS, GlobalPhases, KeptPatches, global_phases
 
 MIN_OVERLAP_WEIGHT = 1e-6  # canvas weight below which a pixel counts as empty
 
@@ -80,6 +96,8 @@ class Mosaic:
         weight: (H, W) patch weight (e.g. `probe_weight`), which fixes the patch shape.
         align_phase: rotate each new patch to agree with the canvas where they overlap.
         subpixel: Fourier-shift patches to their exact sub-pixel positions (slower).
+        keep_patches_bytes: keep the stitched patches, up to this many bytes (8 per pixel), for
+            `synchronise`; 0 keeps none. Past the budget the mosaic drops them and stays greedy.
     """
 
     def __init__(
@@ -89,21 +107,24 @@ class Mosaic:
         *,
         align_phase: bool = True,
         subpixel: bool = False,
+        keep_patches_bytes: int = 0,
     ):
         weight = np.asarray(weight, dtype=np.float32)
         if weight.ndim != 2 or not np.all(np.isfinite(weight)) or weight.min() < 0:
             raise ValueError("the patch weight must be a finite, non-negative (H, W) array")
         self.grid = grid
-        self.weight = weight
+        self.weight = np.ascontiguousarray(weight)
         self.patch_shape = weight.shape
         self.align_phase = align_phase
         self.subpixel = subpixel
-        # one interleaved canvas: per pixel [sum w A cos, sum w A sin, sum w A, sum w], so each
-        # patch lands with a single slice addition
-        self._canvas = np.zeros((*grid.shape, 4), dtype=np.float32)
-        self._buffer: np.ndarray | None = None
+        # planar canvas: [sum w A cos, sum w A sin, sum w A, sum w] per pixel
+        self._canvas = np.zeros((4, *grid.shape), dtype=np.float32)
         self.frames_used = 0
         self.frames_outside = 0
+        self.kept = KeptPatches(weight.shape, keep_patches_bytes) if keep_patches_bytes else None
+        self.last_sync: GlobalPhases | None = None
+        self._synchronised = 0  # kept patches covered by the last synchronisation
+        self._sync_lock = threading.Lock()
 
     @classmethod
     def covering(
@@ -136,83 +157,125 @@ class Mosaic:
             amplitude: (B, H, W), or None for unit amplitude.
             positions_m: (B, 2) (y, x) beam positions in metres.
         """
-        phase = np.asarray(phase, dtype=np.float32)
+        phase = np.ascontiguousarray(phase, dtype=np.float32)
         if phase.ndim == 2:
             phase = phase[None]
         if phase.shape[1:] != self.patch_shape:
             raise ValueError(f"patches of shape {phase.shape[1:]} for a {self.patch_shape} mosaic")
         if amplitude is not None:
-            amplitude = np.asarray(amplitude, dtype=np.float32).reshape(phase.shape)
+            amplitude = np.ascontiguousarray(amplitude, dtype=np.float32).reshape(phase.shape)
         positions_m = as_positions_m(np.atleast_2d(positions_m))
         if positions_m.shape[0] != phase.shape[0]:
             raise ValueError(f"{phase.shape[0]} patches but {positions_m.shape[0]} positions")
-        if not np.isfinite(phase).all() or (
-            amplitude is not None and not np.isfinite(amplitude).all()
-        ):
+        if not all_finite(phase) or (amplitude is not None and not all_finite(amplitude)):
             raise ValueError("patches contain NaN or infinite values")
         corners, offsets = patch_corners(self.grid.to_pixels(positions_m), self.patch_shape)
         if self.subpixel:
             unit = np.ones_like(phase) if amplitude is None else amplitude
             shifted = fourier_shift(unit * np.exp(1j * phase).astype(np.complex64), offsets)
             phase, amplitude = np.angle(shifted), np.abs(shifted)
-        # every patch's contribution at once, into a reused (B, H, W, 4) buffer
-        contributions = self._contributions(phase.shape[0])
-        weighted = self.weight if amplitude is None else np.multiply(amplitude, self.weight)
-        np.cos(phase, out=contributions[..., 0])
-        np.sin(phase, out=contributions[..., 1])
-        contributions[..., 0] *= weighted
-        contributions[..., 1] *= weighted
-        contributions[..., 2] = weighted
-        contributions[..., 3] = self.weight
-        rotations = np.zeros(len(contributions))
-        h, w = self.patch_shape
-        rows, cols = self.grid.shape
-        for index, (r0, c0) in enumerate(corners):
-            top, left = max(r0, 0), max(c0, 0)
-            bottom, right = min(r0 + h, rows), min(c0 + w, cols)
-            if top >= bottom or left >= right:
-                self.frames_outside += 1
-                continue
-            window = self._canvas[top:bottom, left:right]
-            piece = contributions[index, top - r0 : bottom - r0, left - c0 : right - c0]
-            if self.align_phase:
-                rotations[index] = self._align(piece, window)
-            window += piece
-            self.frames_used += 1
+        rotations, placed = accumulate(
+            self._canvas, phase, amplitude, self.weight, corners, align=self.align_phase
+        )
+        used = int(placed.sum())
+        self.frames_used += used
+        self.frames_outside += len(placed) - used
+        if self.kept is not None:
+            if used < len(placed):
+                phase, corners, rotations = phase[placed], corners[placed], rotations[placed]
+                amplitude = None if amplitude is None else amplitude[placed]
+            self.kept.add(phase, amplitude, corners, rotations)
         return rotations
 
-    def _contributions(self, count: int) -> np.ndarray:
-        """A (count, H, W, 4) float32 work buffer, reused between calls."""
-        if self._buffer is None or self._buffer.shape[0] < count:
-            self._buffer = np.empty((count, *self.patch_shape, 4), dtype=np.float32)
-        return self._buffer[:count]
+    @property
+    def sums(self) -> np.ndarray:
+        """(4, rows, cols) read-only view of the canvas: sum w A cos(phi), sum w A sin(phi),
+        sum w A and sum w over the patches at each pixel."""
+        view = self._canvas.view()
+        view.flags.writeable = False
+        return view
 
-    @staticmethod
-    def _align(piece: np.ndarray, window: np.ndarray) -> float:
-        """Rotate ``piece`` in place to best match the canvas ``window``; return the angle."""
-        # sum over pixels of conj(w A e^{i phi}) * F, with F the canvas's complex field
-        re = float(np.vdot(piece[..., 0], window[..., 0]) + np.vdot(piece[..., 1], window[..., 1]))
-        im = float(np.vdot(piece[..., 0], window[..., 1]) - np.vdot(piece[..., 1], window[..., 0]))
-        if re * re + im * im <= MIN_OVERLAP_WEIGHT**2:
-            return 0.0
-        rotation = np.arctan2(im, re)
-        c, s = np.float32(np.cos(rotation)), np.float32(np.sin(rotation))
-        real, imag = piece[..., 0].copy(), piece[..., 1]
-        piece[..., 0] = c * real - s * imag
-        piece[..., 1] = s * real + c * imag
-        return float(rotation)
+    # ---- global phase synchronisation ------------------------------------------------------------
+    @property
+    def can_synchronise(self) -> bool:
+        """Whether `synchronise` has every stitched patch to work on."""
+        return self.kept is not None and not self.kept.overflowed and self.kept.count > 0
+
+    @property
+    def patches_since_sync(self) -> int:
+        """Kept patches stitched since the last `synchronise` (greedily aligned only)."""
+        if self.kept is None or self.kept.overflowed:
+            return 0
+        return self.kept.count - self._synchronised
+
+    def synchronise(
+        self,
+        *,
+        iterations: int = 1000,
+        tol: float = 1e-10,
+        max_pixels: int = SYNC_PIXELS,
+        lock: threading.Lock | None = None,
+    ) -> GlobalPhases | None:
+        """Synchronise the phases of every kept patch globally, then rebuild the canvas.
+
+        The power iteration starts from the previous eigenvector (and from the patches'
+        current, greedy or synchronised, rotations). Patches that overlap no other one keep
+        their rotation. Returns None (and changes nothing) when `can_synchronise` is False.
+
+        Args:
+            iterations, tol, max_pixels: see `synchronise.global_phases`.
+            lock: held while reading the patch list and while rebuilding, not during the
+                computation, so that a stitcher can go on adding patches meanwhile (those
+                keep their greedy rotation until the next call).
+        """
+        lock = contextlib.nullcontext() if lock is None else lock
+        with self._sync_lock:
+            with lock:
+                if not self.can_synchronise:
+                    return None
+                kept, count = self.kept, self.kept.count
+                chunks = list(kept.chunks(count))  # views of rows that no longer change
+                rotations = kept.rotations.copy()
+                start = None
+                if self.last_sync is not None:
+                    previous = np.abs(self.last_sync.eigenvector)
+                    start = np.full(count, previous.mean() or 1.0)
+                    start[: len(previous)] = previous
+            result = global_phases(
+                chunks,
+                rotations,
+                self.weight,
+                start=start,
+                iterations=iterations,
+                tol=tol,
+                max_pixels=max_pixels,
+            )
+            with lock:
+                if kept is not self.kept or kept.overflowed:
+                    return None
+                kept.rotations[:count] += result.phases
+                self._rebuild()
+                self.last_sync = result
+                self._synchronised = count
+            return result
+
+    def _rebuild(self) -> None:
+        """The canvas again from the kept patches at their current rotations."""
+        self._canvas.fill(0.0)
+        rotations = self.kept.rotations
+        for first, phase, amplitude, corners in self.kept.chunks():
+            turns = rotations[first : first + len(phase)]
+            accumulate(self._canvas, phase, amplitude, self.weight, corners, turns)
 
     def snapshot(self, model_version: str = "", **metrics) -> MosaicSnapshot:
         """A copy of the current mosaic (phase, amplitude, weights)."""
         canvas = self._canvas
-        weights = canvas[..., 3].copy()
+        weights = canvas[3].copy()
         measured = weights > MIN_OVERLAP_WEIGHT
         safe = np.where(measured, weights, 1.0)
         return MosaicSnapshot(
-            phase=np.where(measured, np.arctan2(canvas[..., 1], canvas[..., 0]), 0.0).astype(
-                np.float32
-            ),
-            amplitude=np.where(measured, canvas[..., 2] / safe, 0.0).astype(np.float32),
+            phase=np.where(measured, np.arctan2(canvas[1], canvas[0]), 0.0).astype(np.float32),
+            amplitude=np.where(measured, canvas[2] / safe, 0.0).astype(np.float32),
             weights=weights,
             pixel_size_m=self.grid.pixel_size_m,
             origin_m=self.grid.origin_m,
