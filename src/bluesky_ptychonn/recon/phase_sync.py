@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
+from threadpoolctl import threadpool_limits
 
 from ..geometry import patch_corners
 
@@ -147,6 +148,15 @@ def leading_eigenvector(
     if norm == 0:
         raise ValueError("the start vector is zero")
     v = v / norm
+    # each step is a sparse mat-vec and a few vector reductions of F elements: threaded BLAS
+    # only adds wake-up costs there (10x slower on a busy 2-core machine), so use one thread
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _power_iteration(gram, v, iterations, tol)
+
+
+def _power_iteration(
+    gram: sparse.spmatrix | np.ndarray, v: np.ndarray, iterations: int, tol: float | None
+) -> tuple[np.ndarray, int, float]:
     residual = np.inf
     done = 0
     while done < iterations:
