@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "train",
     "export",
     "serve",
+    "pva_ingest",
     "ioc",
     "tiled",
     "bench",
