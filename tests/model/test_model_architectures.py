@@ -81,3 +81,13 @@ def test_config_round_trips_through_json_dict():
     assert again == config
     with pytest.raises(ValueError, match="unknown architecture fields"):
         ModelConfig.from_dict({**config.to_dict(), "dropout": 0.1})
+
+
+def test_a_shallower_member_keeps_the_outer_blocks_and_refuses_a_bad_depth():
+    config = ModelConfig.preset("edge", input_shape=32, base_channels=8, depth=3)
+    assert config.encoder_channels == (8, 16, 32)
+    assert config.decoder_channels == (32, 16, 8)
+    out = build_model(config)(torch.zeros(2, 1, 32, 32))
+    assert out.shape == (2, 2, 32, 32)
+    with pytest.raises(ValueError, match="depth must lie in 1..4"):
+        ModelConfig.preset("edge", depth=5)

@@ -117,6 +117,7 @@ class ModelConfig:
         base_channels: int | None = None,
         separate_decoders: bool | None = None,
         batch_norm: bool = False,
+        depth: int | None = None,
     ) -> ModelConfig:
         """A family member by name, optionally resized.
 
@@ -127,6 +128,9 @@ class ModelConfig:
                 for ``"ptychonn"``, 16 for ``"edge"``). Smaller widths make fast test models.
             separate_decoders: override the preset's decoder layout.
             batch_norm: add BatchNorm after the hidden convs.
+            depth: keep only the first ``depth`` down blocks and the last ``depth`` up blocks
+                (a shallower member: e.g. depth 3 on a 32-pixel input keeps a 4x4 bottleneck
+                instead of 2x2); default the preset's (3 / 4).
         """
         if name not in _PRESETS:
             raise ValueError(f"unknown model {name!r}; known: {list(MODEL_NAMES)}")
@@ -145,6 +149,12 @@ class ModelConfig:
                 spec[key] = tuple(max(1, round(c * ratio)) for c in spec[key])
         if separate_decoders is not None:
             spec["separate_decoders"] = bool(separate_decoders)
+        if depth is not None:
+            full = len(spec["encoder_channels"])
+            if not 1 <= depth <= full:
+                raise ValueError(f"depth must lie in 1..{full} for {name!r}, got {depth}")
+            spec["encoder_channels"] = spec["encoder_channels"][:depth]
+            spec["decoder_channels"] = spec["decoder_channels"][full - depth :]
         return cls(name=name, batch_norm=bool(batch_norm), **spec)
 
     def to_dict(self) -> dict[str, Any]:
