@@ -152,3 +152,13 @@ def test_a_pickle_posing_as_onnx_never_reaches_the_runtime(small_model, tmp_path
     onnx_path.with_suffix(".json").write_text(json.dumps(sidecar))
     with pytest.raises(ModelFileError, match="could not load"):
         load_engine(onnx_path, "onnxruntime")
+
+
+def test_onnxruntime_workers_split_batches_and_agree_with_one_session(small_model, frames):
+    folder, _ = small_model
+    one = load_engine(folder, "onnxruntime", threads=2)
+    two = load_engine(folder, "onnxruntime", threads=2, workers=2)
+    assert two.info.details["workers"] == 2
+    for n in (1, 3, 8):  # 1 and 3 frames: too few to split; 8: two halves of 4
+        np.testing.assert_allclose(two.infer(frames[:n]), one.infer(frames[:n]), atol=1e-5)
+    two.close()

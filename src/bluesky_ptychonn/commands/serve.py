@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
         buffer_frames=args.buffer_frames,
         threads=args.threads,
         spin=args.spin,
+        workers=args.workers,
         name=args.name,
     )
     server = EndpointServer(config).start()
@@ -59,6 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="longest wait for a batch to fill (default 0: infer what has arrived at once)",
     )
     parser.add_argument("--threads", type=int, default=None, help="engine CPU threads")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="ONNX Runtime sessions that split each batch (CPU; threads are divided among them)",
+    )
     parser.add_argument(
         "--spin",
         action="store_true",

@@ -139,7 +139,8 @@ def load_engine(
             besides the output convs themselves (2: the decoder's last up block; more
             accurate, slower).
         **options: passed to the engine class (e.g. ``channels_last``, ``cuda_graphs``,
-            ``compile`` for PyTorch; ``opt_batch``, ``cache`` for TensorRT).
+            ``compile`` for PyTorch; ``opt_batch``, ``cache`` for TensorRT; ``workers`` for
+            ONNX Runtime on CPU).
 
     Raises:
         ModelFileError: missing sidecar, sha256 mismatch, pickle, unloadable graph.
@@ -192,6 +193,7 @@ def load_engine(
             threads=threads,
             max_batch=max_batch,
             spin=spin,
+            **options,
         )
     # pytorch
     from .torch_engine import TorchEngine

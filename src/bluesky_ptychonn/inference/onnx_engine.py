@@ -2,9 +2,13 @@
 
 The session runs with all graph optimisations (conv + activation fusion, NCHWc layouts on
 x86), ``intra_op_num_threads`` threads (default: the cores this process may use) and
-sequential execution. An int8 model comes from `quantize.quantize_onnx` (QOperator format,
-per-channel int8 weights, uint8 activations calibrated on simulated patterns) and runs
-through the same engine.
+sequential execution. With ``workers`` > 1 on CPU the engine holds that many sessions, each
+with ``threads // workers`` threads, and splits every batch between them (data parallel over
+the cores): small convolutions scale badly over intra-op threads, so two one-thread sessions
+on two halves of a batch beat one two-thread session on all of it (measured:
+docs/benchmarks.md). An int8 model comes from `quantize.quantize_onnx` (QOperator format,
+per-channel int8 weights, uint8 activations calibrated on simulated patterns) and runs through
+the same engine.
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ class OnnxRuntimeEngine(InferenceEngine):
         device: "cpu" or "cuda[:N]" (the CUDA execution provider).
         precision: label of the graph's arithmetic ("fp32" or "int8"); it does not convert.
         threads: intra-op threads on CPU (default: all cores this process may use).
+        workers: sessions that split each batch between them on CPU (threads are divided
+            among them); 1 (default) is one session with all threads. Batches smaller than
+            ``2 * workers`` frames go to one session.
+        spin: let the worker threads spin between calls (ONNX Runtime's default).
         max_batch: largest batch accepted.
     """
 
@@ -71,6 +79,7 @@ class OnnxRuntimeEngine(InferenceEngine):
         threads: int | None = None,
         max_batch: int = MAX_BATCH,
         spin: bool = True,
+        workers: int = 1,
     ):
         try:
             import onnxruntime as ort
@@ -87,7 +96,10 @@ class OnnxRuntimeEngine(InferenceEngine):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
         threads = threads or default_threads()
-        options.intra_op_num_threads = int(threads)
+        workers = int(workers)
+        if workers < 1 or (device.startswith("cuda") and workers != 1):
+            raise BackendUnavailable(f"workers must be 1 on CUDA and >= 1 on CPU, got {workers}")
+        options.intra_op_num_threads = max(1, int(threads) // workers)
         options.inter_op_num_threads = 1
         # spinning workers answer the next call sooner but burn CPU that other threads need
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
@@ -107,7 +119,11 @@ class OnnxRuntimeEngine(InferenceEngine):
         super().__init__(sidecar, precision, device, max_batch)
         self.onnx_path = Path(onnx_path)
         try:
-            self._session = ort.InferenceSession(str(self.onnx_path), options, providers=providers)
+            self._sessions = [
+                ort.InferenceSession(str(self.onnx_path), options, providers=providers)
+                for _ in range(workers)
+            ]
+            self._session = self._sessions[0]
         except Exception as error:  # ORT raises its own exception types for bad files
             from ..model.checkpoint import ModelFileError
 
@@ -132,14 +148,38 @@ class OnnxRuntimeEngine(InferenceEngine):
                 "providers": self._session.get_providers(),
                 "threads": int(threads),
                 "spin": bool(spin),
+                "workers": workers,
                 "onnxruntime": ort.__version__,
                 "graph": self.onnx_path.name,
             }
         )
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        (out,) = self._session.run([self._output_name], {self._input_name: x})
+        self._pool = None
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # session.run releases the GIL: the sessions really run side by side
+            self._pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="ort-worker")
+
+    def _run_one(self, session, x: np.ndarray) -> np.ndarray:
+        (out,) = session.run([self._output_name], {self._input_name: x})
         return np.asarray(out, dtype=np.float32)
 
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        workers = len(self._sessions)
+        if workers == 1 or x.shape[0] < 2 * workers:
+            return self._run_one(self._session, x)
+        chunks = np.array_split(x, workers)
+        futures = [
+            self._pool.submit(self._run_one, session, np.ascontiguousarray(chunk))
+            for session, chunk in zip(self._sessions[1:], chunks[1:], strict=True)
+        ]
+        first = self._run_one(self._session, np.ascontiguousarray(chunks[0]))
+        return np.concatenate([first] + [f.result() for f in futures])
+
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._sessions = []
         self._session = None

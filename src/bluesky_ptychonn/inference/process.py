@@ -29,6 +29,7 @@ class EndpointProcess:
         startup_timeout_s: how long to wait for the endpoint's "ready" line.
         batch_timeout_s: longest wait for a batch to fill (0: infer what has arrived).
         spin: let ONNX Runtime's threads spin between calls (`EndpointConfig.spin`).
+        workers: ONNX Runtime sessions splitting each batch (`EndpointConfig.workers`).
     """
 
     def __init__(
@@ -44,6 +45,7 @@ class EndpointProcess:
         precision: str | None = None,
         batch_timeout_s: float = 0.0,
         spin: bool = False,
+        workers: int = 1,
     ):
         self.model = Path(model)
         self.ports = list(ports) if ports else [free_tcp_port() for _ in range(3)]
@@ -55,6 +57,7 @@ class EndpointProcess:
         self.precision = precision
         self.batch_timeout_s = batch_timeout_s
         self.spin = spin
+        self.workers = workers
         self.process: subprocess.Popen | None = None
         self.ready: dict = {}
 
@@ -78,6 +81,8 @@ class EndpointProcess:
             command += ["--threads", str(self.threads)]
         if self.spin:
             command.append("--spin")
+        if self.workers != 1:
+            command += ["--workers", str(self.workers)]
         env = dict(os.environ)
         if self.threads:
             env["OMP_NUM_THREADS"] = str(self.threads)  # the PyTorch backend's threads

@@ -60,6 +60,8 @@ class EndpointConfig:
         spin: let ONNX Runtime's worker threads spin between calls (lower latency on an
             otherwise idle machine, but they burn CPU that the receive / publish threads and
             a stitcher on the same cores need; off by default).
+        workers: ONNX Runtime sessions that split each batch between them (CPU only; the
+            threads are divided among them).
         buffer_frames: frames the endpoint holds before it drops (and reports) new ones.
         name: label in status replies and result messages.
     """
@@ -76,6 +78,7 @@ class EndpointConfig:
     buffer_frames: int = 10_000
     threads: int | None = None
     spin: bool = False
+    workers: int = 1
     name: str = "ptychonn-endpoint"
 
     def validate(self) -> None:
@@ -162,6 +165,7 @@ class EndpointServer:
             model_path, self.config.backend, precision=self.config.precision,
             max_batch=max(self.config.batch_size, 1), threads=self.config.threads,
             spin=self.config.spin,
+            **({"workers": self.config.workers} if self.config.workers != 1 else {}),
         )  # fmt: skip
         check_engine(engine)
         engine.warmup((1, self.config.batch_size))
