@@ -132,6 +132,20 @@ def _engines(model: Path, threads: int) -> list[tuple[str, dict, object]]:
         ),
         (
             "onnxruntime",
+            "int8",
+            "cpu",
+            {"threads": threads, "workers": threads, "micro_batch": 2},
+            f"output conv fp32, {threads} sessions, pieces of 2",
+        ),
+        (
+            "onnxruntime",
+            "int8",
+            "cpu",
+            {"threads": threads, "int8_float_convs": 2, "workers": threads, "micro_batch": 2},
+            f"last block fp32, {threads} sessions, pieces of 2",
+        ),
+        (
+            "onnxruntime",
             "fp32",
             "cpu",
             {"threads": threads, "workers": threads},

@@ -58,10 +58,16 @@ def make_model(directory: Path, input_px: int) -> Path:
 
 
 def raw_engine_rate(
-    model: Path, frames: np.ndarray, backend: str, precision: str | None, seconds: float
+    model: Path,
+    frames: np.ndarray,
+    backend: str,
+    precision: str | None,
+    seconds: float,
+    **engine_options,
 ) -> float:
-    """Frames/s of the endpoint's engine (same backend, precision, no spinning) at batch 32."""
-    engine = load_engine(model, backend, precision=precision, spin=False)
+    """Frames/s of the endpoint's engine (same backend, precision, options; no spinning) at
+    batch 32."""
+    engine = load_engine(model, backend, precision=precision, spin=False, **engine_options)
     x = engine.preprocessing.apply(frames[:BATCH])
     engine.warmup((BATCH,))
     count, start = 0, time.perf_counter()
@@ -170,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--input-px", type=int, default=128, help="edge model input side")
     parser.add_argument("--precision", default=None, help="engine precision (e.g. int8)")
+    parser.add_argument("--workers", type=int, default=1, help="ONNX Runtime sessions")
+    parser.add_argument("--micro-batch", type=int, default=None, help="ORT session pieces")
     parser.add_argument(
         "--chunk",
         type=int,
@@ -187,9 +195,26 @@ def main(argv: list[str] | None = None) -> int:
     stitch = {align: stitch_rate(4000 if args.quick else 20000, align) for align in (False, True)}
     with tempfile.TemporaryDirectory() as tmp:
         model = make_model(Path(tmp) / "model", args.input_px)
-        raw = raw_engine_rate(model, frames, args.backend, args.precision, 3 if args.quick else 10)
+        engine_options = {}
+        if args.workers != 1:
+            engine_options["workers"] = args.workers
+        if args.micro_batch:
+            engine_options["micro_batch"] = args.micro_batch
+        raw = raw_engine_rate(
+            model,
+            frames,
+            args.backend,
+            args.precision,
+            3 if args.quick else 10,
+            **engine_options,
+        )
         with EndpointProcess(
-            model, backend=args.backend, batch_size=BATCH, precision=args.precision
+            model,
+            backend=args.backend,
+            batch_size=BATCH,
+            precision=args.precision,
+            workers=args.workers,
+            micro_batch=args.micro_batch,
         ) as endpoint:
             backend = endpoint.ready.get("backend")
             for fraction in (0.5, 0.9) if not args.quick else (0.5,):
@@ -202,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                     "input_px": args.input_px,
                     "backend": backend,
                     "precision": endpoint.ready.get("precision"),
+                    "engine_options": engine_options,
                     "batch": BATCH,
                     "raw_engine_fps": raw,
                     "load_fraction": fraction,

@@ -157,8 +157,8 @@ def test_a_pickle_posing_as_onnx_never_reaches_the_runtime(small_model, tmp_path
 def test_onnxruntime_workers_split_batches_and_agree_with_one_session(small_model, frames):
     folder, _ = small_model
     one = load_engine(folder, "onnxruntime", threads=2)
-    two = load_engine(folder, "onnxruntime", threads=2, workers=2)
-    assert two.info.details["workers"] == 2
-    for n in (1, 3, 8):  # 1 and 3 frames: too few to split; 8: two halves of 4
+    two = load_engine(folder, "onnxruntime", threads=2, workers=2, micro_batch=3)
+    assert two.info.details["workers"] == 2 and two.info.details["micro_batch"] == 3
+    for n in (1, 3, 8):  # 1, 3 frames: too few to split; 8: two halves of 4, pieces of 3 + 1
         np.testing.assert_allclose(two.infer(frames[:n]), one.infer(frames[:n]), atol=1e-5)
     two.close()

@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         spin=args.spin,
         workers=args.workers,
+        micro_batch=args.micro_batch,
         name=args.name,
     )
     server = EndpointServer(config).start()
@@ -65,6 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=1,
         help="ONNX Runtime sessions that split each batch (CPU; threads are divided among them)",
+    )
+    parser.add_argument(
+        "--micro-batch",
+        type=int,
+        default=None,
+        help="ONNX Runtime sessions run their share in pieces of this many frames",
     )
     parser.add_argument(
         "--spin",

@@ -64,6 +64,9 @@ class OnnxRuntimeEngine(InferenceEngine):
             among them); 1 (default) is one session with all threads. Batches smaller than
             ``2 * workers`` frames go to one session.
         spin: let the worker threads spin between calls (ONNX Runtime's default).
+        micro_batch: each session runs its share of a batch in pieces of this many frames
+            (None: in one piece). Small pieces keep the activations in the CPU caches: with
+            int8 a 128x128 edge model ran ~10 % faster in pieces of 2 than in pieces of 32.
         max_batch: largest batch accepted.
     """
 
@@ -80,6 +83,7 @@ class OnnxRuntimeEngine(InferenceEngine):
         max_batch: int = MAX_BATCH,
         spin: bool = True,
         workers: int = 1,
+        micro_batch: int | None = None,
     ):
         try:
             import onnxruntime as ort
@@ -100,6 +104,9 @@ class OnnxRuntimeEngine(InferenceEngine):
         if workers < 1 or (device.startswith("cuda") and workers != 1):
             raise BackendUnavailable(f"workers must be 1 on CUDA and >= 1 on CPU, got {workers}")
         options.intra_op_num_threads = max(1, int(threads) // workers)
+        if micro_batch is not None and int(micro_batch) < 1:
+            raise BackendUnavailable(f"micro_batch must be >= 1, got {micro_batch}")
+        self._micro_batch = None if micro_batch is None else int(micro_batch)
         options.inter_op_num_threads = 1
         # spinning workers answer the next call sooner but burn CPU that other threads need
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
@@ -149,6 +156,7 @@ class OnnxRuntimeEngine(InferenceEngine):
                 "threads": int(threads),
                 "spin": bool(spin),
                 "workers": workers,
+                "micro_batch": self._micro_batch,
                 "onnxruntime": ort.__version__,
                 "graph": self.onnx_path.name,
             }
@@ -162,7 +170,12 @@ class OnnxRuntimeEngine(InferenceEngine):
             self._pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="ort-worker")
 
     def _run_one(self, session, x: np.ndarray) -> np.ndarray:
-        (out,) = session.run([self._output_name], {self._input_name: x})
+        step = self._micro_batch or x.shape[0]
+        pieces = [
+            session.run([self._output_name], {self._input_name: x[s : s + step]})[0]
+            for s in range(0, x.shape[0], step)
+        ]
+        out = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         return np.asarray(out, dtype=np.float32)
 
     def _run(self, x: np.ndarray) -> np.ndarray:

@@ -29,7 +29,8 @@ class EndpointProcess:
         startup_timeout_s: how long to wait for the endpoint's "ready" line.
         batch_timeout_s: longest wait for a batch to fill (0: infer what has arrived).
         spin: let ONNX Runtime's threads spin between calls (`EndpointConfig.spin`).
-        workers: ONNX Runtime sessions splitting each batch (`EndpointConfig.workers`).
+        workers, micro_batch: ONNX Runtime sessions splitting each batch and the pieces they
+            run (`EndpointConfig`).
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class EndpointProcess:
         batch_timeout_s: float = 0.0,
         spin: bool = False,
         workers: int = 1,
+        micro_batch: int | None = None,
     ):
         self.model = Path(model)
         self.ports = list(ports) if ports else [free_tcp_port() for _ in range(3)]
@@ -58,6 +60,7 @@ class EndpointProcess:
         self.batch_timeout_s = batch_timeout_s
         self.spin = spin
         self.workers = workers
+        self.micro_batch = micro_batch
         self.process: subprocess.Popen | None = None
         self.ready: dict = {}
 
@@ -83,6 +86,8 @@ class EndpointProcess:
             command.append("--spin")
         if self.workers != 1:
             command += ["--workers", str(self.workers)]
+        if self.micro_batch:
+            command += ["--micro-batch", str(self.micro_batch)]
         env = dict(os.environ)
         if self.threads:
             env["OMP_NUM_THREADS"] = str(self.threads)  # the PyTorch backend's threads

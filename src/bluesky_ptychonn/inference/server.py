@@ -62,6 +62,7 @@ class EndpointConfig:
             a stitcher on the same cores need; off by default).
         workers: ONNX Runtime sessions that split each batch between them (CPU only; the
             threads are divided among them).
+        micro_batch: ONNX Runtime sessions run their share in pieces of this many frames.
         buffer_frames: frames the endpoint holds before it drops (and reports) new ones.
         name: label in status replies and result messages.
     """
@@ -79,6 +80,7 @@ class EndpointConfig:
     threads: int | None = None
     spin: bool = False
     workers: int = 1
+    micro_batch: int | None = None
     name: str = "ptychonn-endpoint"
 
     def validate(self) -> None:
@@ -166,6 +168,7 @@ class EndpointServer:
             max_batch=max(self.config.batch_size, 1), threads=self.config.threads,
             spin=self.config.spin,
             **({"workers": self.config.workers} if self.config.workers != 1 else {}),
+            **({"micro_batch": self.config.micro_batch} if self.config.micro_batch else {}),
         )  # fmt: skip
         check_engine(engine)
         engine.warmup((1, self.config.batch_size))
