@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -39,7 +38,7 @@ from bluesky_ptychonn.model.preprocessing import Preprocessing
 from bluesky_ptychonn.sim import SimBeamline, SimBeamlineConfig
 from bluesky_ptychonn.sim.scans import fermat_spiral
 from bluesky_ptychonn.stitch import Mosaic, gaussian_weight
-from bluesky_ptychonn.stream.sockets import ResultCollector, ResultSubscriber
+from bluesky_ptychonn.stream.sockets import ResultCollector
 from bluesky_ptychonn.stream.streamer import FrameStreamer
 
 BATCH = 32
@@ -108,41 +107,39 @@ def stream_through(
     latencies: list[float] = []
     stitched = 0
     last_stitch = 0.0
-    done = threading.Event()
-    subscriber = ResultSubscriber(results_address)
     mosaic: list[Mosaic] = []
-
-    def consume() -> None:
-        nonlocal stitched, last_stitch
-        while not done.is_set():
-            message = subscriber.receive(timeout_s=0.05)
-            if message is None or message.kind != "results" or message.run_uid != run_uid:
-                continue
-            fresh = collector.new_indices(message)
-            if not fresh.size:
-                continue
-            phase = message.arrays["phase"][fresh]
-            if not mosaic:
-                scale = float(message.extra.get("pixel_scale", 1.0))
-                weight = gaussian_weight(phase.shape[1:], phase.shape[1] / 3)
-                mosaic.append(Mosaic.covering(positions, pixel_size_m * scale, weight))
-            mosaic[0].add(phase, message.arrays["amplitude"][fresh], message.positions_m[fresh])
-            now = time.time()
-            latencies.extend((now - message.arrays["created"][fresh]) * 1e3)
-            stitched += fresh.size
-            last_stitch = time.perf_counter()
-
     run_uid = f"bench-{offered_fps:.0f}"
-    consumer = threading.Thread(target=consume, daemon=True)
-    consumer.start()
-    streamer = FrameStreamer(frames_address, results_address, run_uid=run_uid, resend_after_s=5.0)
+
+    def stitch(message) -> None:
+        """The streamer's result hook (its listener thread): one subscription for both the
+        acknowledgements and the mosaic, as a beamline's live stitcher would share it."""
+        nonlocal stitched, last_stitch
+        if message.kind != "results" or message.run_uid != run_uid:
+            return
+        fresh = collector.new_indices(message)
+        if not fresh.size:
+            return
+        phase = message.arrays["phase"][fresh]
+        if not mosaic:
+            scale = float(message.extra.get("pixel_scale", 1.0))
+            weight = gaussian_weight(phase.shape[1:], phase.shape[1] / 3)
+            mosaic.append(Mosaic.covering(positions, pixel_size_m * scale, weight))
+        mosaic[0].add(phase, message.arrays["amplitude"][fresh], message.positions_m[fresh])
+        now = time.time()
+        latencies.extend((now - message.arrays["created"][fresh]) * 1e3)
+        stitched += fresh.size
+        last_stitch = time.perf_counter()
+
+    streamer = FrameStreamer(
+        frames_address, results_address, run_uid=run_uid, resend_after_s=5.0, on_result=stitch
+    )
     time.sleep(0.5)  # subscriptions settle
     period = chunk / offered_fps
     start = time.perf_counter()
     for index, s in enumerate(range(0, len(frames), chunk)):
-        target = start + index * period
-        while time.perf_counter() < target:
-            time.sleep(min(0.0005, max(0.0, target - time.perf_counter())))
+        delay = start + index * period - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)  # a detector's frame clock: one wake-up per frame
         ids = np.arange(s, min(s + chunk, len(frames)))
         streamer(frames[ids], ids, np.full(len(ids), time.time()), positions[ids])
     send_seconds = time.perf_counter() - start
@@ -150,10 +147,7 @@ def stream_through(
     deadline = time.monotonic() + 30
     while stitched < len(frames) and time.monotonic() < deadline:
         time.sleep(0.01)
-    done.set()
-    consumer.join(timeout=5)
     streamer.close()
-    subscriber.close()
     lat = np.array(latencies) if latencies else np.array([np.nan])
     return {
         "offered_fps": offered_fps,

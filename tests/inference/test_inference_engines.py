@@ -159,6 +159,6 @@ def test_onnxruntime_workers_split_batches_and_agree_with_one_session(small_mode
     one = load_engine(folder, "onnxruntime", threads=2)
     two = load_engine(folder, "onnxruntime", threads=2, workers=2, micro_batch=3)
     assert two.info.details["workers"] == 2 and two.info.details["micro_batch"] == 3
-    for n in (1, 3, 8):  # 1, 3 frames: too few to split; 8: two halves of 4, pieces of 3 + 1
+    for n in (1, 3, 8):  # 1 frame: the all-threads session; 3: 2 + 1; 8: 4 + 4 in pieces 3 + 1
         np.testing.assert_allclose(two.infer(frames[:n]), one.infer(frames[:n]), atol=1e-5)
     two.close()

@@ -61,8 +61,8 @@ class OnnxRuntimeEngine(InferenceEngine):
         precision: label of the graph's arithmetic ("fp32" or "int8"); it does not convert.
         threads: intra-op threads on CPU (default: all cores this process may use).
         workers: sessions that split each batch between them on CPU (threads are divided
-            among them); 1 (default) is one session with all threads. Batches smaller than
-            ``2 * workers`` frames go to one session.
+            among them); 1 (default) is one session with all threads. A batch with fewer
+            frames than workers runs on one more session that has all the threads.
         spin: let the worker threads spin between calls (ONNX Runtime's default).
         micro_batch: each session runs its share of a batch in pieces of this many frames
             (None: in one piece). Small pieces keep the activations in the CPU caches: with
@@ -131,6 +131,13 @@ class OnnxRuntimeEngine(InferenceEngine):
                 for _ in range(workers)
             ]
             self._session = self._sessions[0]
+            # a batch too small to give every worker a frame runs on all the threads at once
+            self._whole = self._session
+            if workers > 1:
+                options.intra_op_num_threads = int(threads)
+                self._whole = ort.InferenceSession(
+                    str(self.onnx_path), options, providers=providers
+                )
         except Exception as error:  # ORT raises its own exception types for bad files
             from ..model.checkpoint import ModelFileError
 
@@ -180,8 +187,8 @@ class OnnxRuntimeEngine(InferenceEngine):
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         workers = len(self._sessions)
-        if workers == 1 or x.shape[0] < 2 * workers:
-            return self._run_one(self._session, x)
+        if workers == 1 or x.shape[0] < workers:
+            return self._run_one(self._whole, x)
         chunks = np.array_split(x, workers)
         futures = [
             self._pool.submit(self._run_one, session, np.ascontiguousarray(chunk))
@@ -195,4 +202,4 @@ class OnnxRuntimeEngine(InferenceEngine):
             self._pool.shutdown(wait=True)
             self._pool = None
         self._sessions = []
-        self._session = None
+        self._session = self._whole = None
