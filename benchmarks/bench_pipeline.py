@@ -101,7 +101,15 @@ def stream_through(
     pixel_size_m: float,
     chunk: int = 1,
 ) -> dict:
-    """Send ``frames`` at ``offered_fps``; stitch the results; count and time them."""
+    """Send ``frames`` at ``offered_fps``; stitch the results; count and time them.
+
+    Also the CPU seconds each side used while it ran (the endpoint process; this process:
+    the frame source, the acknowledgements and the stitcher), which say how much of the two
+    cores the engine had.
+    """
+    import psutil
+
+    endpoint_cpu = psutil.Process(endpoint.process.pid)
     frames_address, results_address, _ = endpoint.addresses
     collector = ResultCollector()
     latencies: list[float] = []
@@ -135,6 +143,7 @@ def stream_through(
     )
     time.sleep(0.5)  # subscriptions settle
     period = chunk / offered_fps
+    cpu_endpoint_0, cpu_self_0 = sum(endpoint_cpu.cpu_times()[:2]), time.process_time()
     start = time.perf_counter()
     for index, s in enumerate(range(0, len(frames), chunk)):
         delay = start + index * period - time.perf_counter()
@@ -147,6 +156,9 @@ def stream_through(
     deadline = time.monotonic() + 30
     while stitched < len(frames) and time.monotonic() < deadline:
         time.sleep(0.01)
+    wall = time.perf_counter() - start
+    cpu_endpoint = sum(endpoint_cpu.cpu_times()[:2]) - cpu_endpoint_0
+    cpu_self = time.process_time() - cpu_self_0
     streamer.close()
     lat = np.array(latencies) if latencies else np.array([np.nan])
     return {
@@ -160,6 +172,10 @@ def stream_through(
         "sustained_fps": stitched / max(last_stitch - start, 1e-9),
         "p50_ms": float(np.percentile(lat, 50)),
         "p99_ms": float(np.percentile(lat, 99)),
+        "wall_seconds": wall,
+        "cpu_seconds_endpoint": cpu_endpoint,
+        "cpu_seconds_source_and_stitcher": cpu_self,
+        "cpu_cores_used": (cpu_endpoint + cpu_self) / wall,
     }
 
 
@@ -238,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"load {fraction:.1f}: offered {result['offered_fps']:7.0f} fps, sustained "
                     f"{result['sustained_fps']:7.0f} ({record['ratio_sustained_vs_raw']:.2f}x raw "
                     f"{raw:.0f}), lost {result['frames_lost']}, p50 {result['p50_ms']:.1f} ms, "
-                    f"p99 {result['p99_ms']:.1f} ms"
+                    f"p99 {result['p99_ms']:.1f} ms; CPU s endpoint "
+                    f"{result['cpu_seconds_endpoint']:.1f}, source+stitcher "
+                    f"{result['cpu_seconds_source_and_stitcher']:.1f} over "
+                    f"{result['wall_seconds']:.1f} s"
                 )
     print(f"stitching alone: {stitch[False]:.0f} patches/s ({stitch[True]:.0f} with alignment)")
     out = Path(args.json)
