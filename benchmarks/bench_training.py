@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reduce", choices=("crop", "bin"), default="crop")
     parser.add_argument("--patterns", type=int, default=12000, help="training patterns (12000)")
     parser.add_argument("--epochs", type=int, default=30, help="epochs (30)")
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
         "--defocus-m",
         type=float,
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     options = TrainingOptions(
         epochs=args.epochs,
-        batch_size=32,
+        batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         half_cycle_epochs=max(1.0, args.epochs / 6),
         seed=args.seed,
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         "reduce": args.reduce,
         "train_patterns": args.patterns,
         "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
         "defocus_m": args.defocus_m,
         "photons": 1e6,
         "threads": args.threads,
