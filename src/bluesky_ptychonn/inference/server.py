@@ -1,6 +1,6 @@
 """The edge inference endpoint: frames in (ZMQ PULL), phase/amplitude out (ZMQ PUB).
 
-One process, three threads:
+One process, four threads:
 
 * **receive**: decodes wire messages, validates every frame (shape, dtype, finite values)
   and queues the good ones in a bounded buffer; bad frames are rejected with a reason and
@@ -14,6 +14,9 @@ One process, three threads:
   Each batch is preprocessed and inferred by the current engine and published as a
   ``results`` message (phase, amplitude, frame ids, positions, model version, the frames'
   creation time for latency).
+* **publish**: sends what the other threads answered (results, rejections) on the PUB socket,
+  so that the infer thread starts the next batch while the last one's results are encoded and
+  sent (measured: the engine otherwise idles during every publish).
 * **control**: a REP socket answering JSON requests: ``status``, ``load_model`` (the new model
   is loaded and checked before it replaces the old one, which keeps serving on failure),
   ``run_start``, ``run_stop`` (waits until the run's frames are all answered), ``shutdown``.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from collections import Counter, deque
@@ -154,7 +158,9 @@ class EndpointServer:
         addresses = config.addresses
         self.receiver = FrameReceiver(addresses["frames"], context=self.context)
         self.publisher = ResultPublisher(addresses["results"], context=self.context)
-        self._publish_lock = threading.Lock()
+        self._outbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._unpublished = 0  # messages handed to the publish thread and not yet sent
+        self._unpublished_lock = threading.Lock()
         self.control = self.context.socket(zmq.REP)
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.bind(addresses["control"])
@@ -200,7 +206,8 @@ class EndpointServer:
 
     # ---- threads -------------------------------------------------------------------------------
     def start(self) -> EndpointServer:
-        for target in (self._receive_loop, self._infer_loop, self._control_loop):
+        loops = (self._receive_loop, self._infer_loop, self._publish_loop, self._control_loop)
+        for target in loops:
             thread = threading.Thread(target=target, name=target.__name__, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -236,8 +243,7 @@ class EndpointServer:
             frame_ids=[message.frame_ids[i] for i in indices],
             extra={"reason": reason, "dropped": dropped, "endpoint": self.config.name},
         )
-        with self._publish_lock:
-            self.publisher.publish(answer)
+        self._publish(answer)
 
     def _frame_problem(self, frames: np.ndarray) -> list[str | None]:
         """One reason per frame (None: good)."""
@@ -303,6 +309,28 @@ class EndpointServer:
             self._in_flight = count
             return [self._queue.popleft() for _ in range(count)]
 
+    def _publish(self, message: Message) -> None:
+        """Hand a message to the publish thread (the only user of the PUB socket)."""
+        with self._unpublished_lock:
+            self._unpublished += 1
+        self._outbox.put(message)
+
+    def _publish_loop(self) -> None:
+        while True:
+            try:
+                message = self._outbox.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return  # stopped, and everything handed over has been sent
+                continue
+            try:
+                self.publisher.publish(message)
+            except Exception:  # noqa: BLE001 - one bad message must not stop the answers
+                log.exception("could not publish a %s message", message.kind)
+            finally:
+                with self._unpublished_lock:
+                    self._unpublished -= 1
+
     def _infer_loop(self) -> None:
         while not self._stop.is_set():
             batch = self._next_batch()
@@ -349,8 +377,7 @@ class EndpointServer:
             self.run.inferred += len(items)
         self._latencies_ms.extend((now - item.created) * 1e3 for item in items)
         self._rate_window.append((time.monotonic(), len(items)))
-        with self._publish_lock:
-            self.publisher.publish(message)
+        self._publish(message)
 
     # ---- control -------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -397,7 +424,9 @@ class EndpointServer:
             deadline = time.monotonic() + float(request.get("timeout_s", 30.0))
             uid = self.run.run_uid
             while time.monotonic() < deadline and (
-                self._in_flight or any(i.run_uid == uid for i in list(self._queue))
+                self._in_flight
+                or self._unpublished
+                or any(i.run_uid == uid for i in list(self._queue))
             ):
                 time.sleep(0.005)
             return {"ok": True, "run": asdict(self.run), "queue_depth": len(self._queue)}
