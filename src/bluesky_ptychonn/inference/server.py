@@ -14,9 +14,11 @@ One process, four threads:
   Each batch is preprocessed and inferred by the current engine and published as a
   ``results`` message (phase, amplitude, frame ids, positions, model version, the frames'
   creation time for latency).
-* **publish**: sends what the other threads answered (results, rejections) on the PUB socket,
-  so that the infer thread starts the next batch while the last one's results are encoded and
-  sent (measured: the engine otherwise idles during every publish).
+* **publish**: sends what the other threads answered (rejections, and results while frames
+  are waiting), so that under load the infer thread starts the next batch while the last
+  one's results are encoded and sent (measured: the engine otherwise idles during every
+  publish); with nothing waiting, the infer thread sends its results itself (a hand-over
+  costs latency when there is nothing to overlap).
 * **control**: a REP socket answering JSON requests: ``status``, ``load_model`` (the new model
   is loaded and checked before it replaces the old one, which keeps serving on failure),
   ``run_start``, ``run_stop`` (waits until the run's frames are all answered), ``shutdown``.
@@ -158,6 +160,7 @@ class EndpointServer:
         addresses = config.addresses
         self.receiver = FrameReceiver(addresses["frames"], context=self.context)
         self.publisher = ResultPublisher(addresses["results"], context=self.context)
+        self._publish_lock = threading.Lock()  # the PUB socket, used by two threads in turn
         self._outbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self._unpublished = 0  # messages handed to the publish thread and not yet sent
         self._unpublished_lock = threading.Lock()
@@ -309,8 +312,13 @@ class EndpointServer:
             self._in_flight = count
             return [self._queue.popleft() for _ in range(count)]
 
-    def _publish(self, message: Message) -> None:
-        """Hand a message to the publish thread (the only user of the PUB socket)."""
+    def _publish(self, message: Message, inline: bool = False) -> None:
+        """Send now (``inline``, when nothing is queued for the publish thread) or hand the
+        message to the publish thread."""
+        if inline and not self._unpublished:
+            with self._publish_lock:
+                self.publisher.publish(message)
+            return
         with self._unpublished_lock:
             self._unpublished += 1
         self._outbox.put(message)
@@ -324,7 +332,8 @@ class EndpointServer:
                     return  # stopped, and everything handed over has been sent
                 continue
             try:
-                self.publisher.publish(message)
+                with self._publish_lock:
+                    self.publisher.publish(message)
             except Exception:  # noqa: BLE001 - one bad message must not stop the answers
                 log.exception("could not publish a %s message", message.kind)
             finally:
@@ -377,7 +386,8 @@ class EndpointServer:
             self.run.inferred += len(items)
         self._latencies_ms.extend((now - item.created) * 1e3 for item in items)
         self._rate_window.append((time.monotonic(), len(items)))
-        self._publish(message)
+        # frames waiting: let the publish thread send these while the engine runs the next
+        self._publish(message, inline=not self._queue)
 
     # ---- control -------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
