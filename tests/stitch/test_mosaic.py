@@ -181,3 +181,16 @@ def test_infinite_amplitudes_are_refused_before_anything_is_added():
     with pytest.raises(ValueError, match="NaN or infinite"):
         mosaic.add(np.zeros((2, 16, 16)), amplitude, np.zeros((2, 2)))
     assert mosaic.frames_used == 0 and not mosaic.sums.any()
+
+
+def test_warm_up_loads_the_kernel_once_and_is_idempotent(monkeypatch):
+    from bluesky_ptychonn.stitch import accumulate as kernel
+
+    kernel.warm_up()
+    assert kernel._warm
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("warm_up ran the kernel a second time")
+
+    monkeypatch.setattr(kernel, "accumulate", must_not_run)
+    kernel.warm_up()  # the second call does nothing

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 from bluesky.callbacks.core import CallbackBase
 
+from ..stitch.accumulate import warm_up
 from ..stitch.mosaic import Mosaic, MosaicSnapshot
 from ..stitch.weights import gaussian_weight
 from ..stream.sockets import ResultCollector, ResultSubscriber
@@ -109,6 +110,7 @@ class LiveStitcher(CallbackBase):
         self.frames_rejected = 0
         self._closing = threading.Event()
         self._subscriber = self._listener = None
+        warm_up()  # the stitching kernel loads now, not when the first patches of a scan arrive
         if results_addresses is not None:
             self._subscriber = ResultSubscriber(results_addresses)
             self._listener = threading.Thread(
