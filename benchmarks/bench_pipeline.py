@@ -38,6 +38,7 @@ from bluesky_ptychonn.model.preprocessing import Preprocessing
 from bluesky_ptychonn.sim import SimBeamline, SimBeamlineConfig
 from bluesky_ptychonn.sim.scans import fermat_spiral
 from bluesky_ptychonn.stitch import Mosaic, gaussian_weight
+from bluesky_ptychonn.stitch.accumulate import warm_up
 from bluesky_ptychonn.stream.sockets import ResultCollector
 from bluesky_ptychonn.stream.streamer import FrameStreamer
 
@@ -85,8 +86,7 @@ def stitch_rate(n: int, align: bool) -> float:
     rng = np.random.default_rng(0)
     positions = rng.uniform(-9e-6, 9e-6, (n, 2))
     phase = rng.uniform(-1, 1, (n, 64, 64)).astype(np.float32)
-    warm_up = Mosaic(mosaic.grid, mosaic.weight, align_phase=align)
-    warm_up.add(phase[:2], None, positions[:2])  # numba compiles (or loads its cache) here
+    warm_up()  # numba compiles (or loads its cache) here, not inside the timing
     start = time.perf_counter()
     for s in range(0, n, 256):
         mosaic.add(phase[s : s + 256], None, positions[s : s + 256])
@@ -223,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             backend=args.backend,
             batch_size=BATCH,
             precision=args.precision,
-            workers=args.workers,
-            micro_batch=args.micro_batch,
+            **engine_options,
         ) as endpoint:
             backend = endpoint.ready.get("backend")
             for fraction in (0.5, 0.9) if not args.quick else (0.5,):

@@ -130,9 +130,8 @@ class OnnxRuntimeEngine(InferenceEngine):
                 ort.InferenceSession(str(self.onnx_path), options, providers=providers)
                 for _ in range(workers)
             ]
-            self._session = self._sessions[0]
             # a batch too small to give every worker a frame runs on all the threads at once
-            self._whole = self._session
+            self._whole = self._sessions[0]
             if workers > 1:
                 options.intra_op_num_threads = int(threads)
                 self._whole = ort.InferenceSession(
@@ -144,11 +143,11 @@ class OnnxRuntimeEngine(InferenceEngine):
             raise ModelFileError(
                 f"ONNX Runtime could not load {self.onnx_path}: {str(error).splitlines()[0]}"
             ) from None
-        inputs = self._session.get_inputs()
+        inputs = self._sessions[0].get_inputs()
         if len(inputs) != 1:
             raise BackendUnavailable(f"{self.onnx_path} has {len(inputs)} inputs; expected one")
         self._input_name = inputs[0].name
-        self._output_name = self._session.get_outputs()[0].name
+        self._output_name = self._sessions[0].get_outputs()[0].name
         shape = inputs[0].shape
         if len(shape) != 4 or tuple(shape[1:]) != (1, *self.input_shape):
             from ..model.checkpoint import ModelFileError
@@ -159,7 +158,7 @@ class OnnxRuntimeEngine(InferenceEngine):
             )
         self.info.details.update(
             {
-                "providers": self._session.get_providers(),
+                "providers": self._sessions[0].get_providers(),
                 "threads": int(threads),
                 "spin": bool(spin),
                 "workers": workers,
@@ -194,7 +193,7 @@ class OnnxRuntimeEngine(InferenceEngine):
             self._pool.submit(self._run_one, session, np.ascontiguousarray(chunk))
             for session, chunk in zip(self._sessions[1:], chunks[1:], strict=True)
         ]
-        first = self._run_one(self._session, np.ascontiguousarray(chunks[0]))
+        first = self._run_one(self._sessions[0], np.ascontiguousarray(chunks[0]))
         return np.concatenate([first] + [f.result() for f in futures])
 
     def close(self) -> None:
@@ -202,4 +201,4 @@ class OnnxRuntimeEngine(InferenceEngine):
             self._pool.shutdown(wait=True)
             self._pool = None
         self._sessions = []
-        self._session = self._whole = None
+        self._whole = None

@@ -26,7 +26,6 @@ change: `inference_form` is applied when a graph is exported.
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 from torch import nn
@@ -102,12 +101,3 @@ def inference_form(model: PtychoNNNet) -> PtychoNNNet:
         if decoder is not None:
             setattr(form, name, _factored_decoder(decoder))
     return form
-
-
-def max_output_difference(model: PtychoNNNet, form: PtychoNNNet, batch: int = 2) -> float:
-    """Largest |form(x) - model(x)| on random inputs (a self-check, radians or amplitude)."""
-    h, w = model.config.input_shape
-    x = torch.rand(batch, 1, h, w, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        diff = (form.eval()(x) - model.eval()(x)).abs().max()
-    return float(diff) if math.isfinite(float(diff)) else float("inf")
