@@ -3,7 +3,11 @@
 Measured in one run:
 
 * ``raw_engine_fps``: the engine alone, in this process, on preprocessed batches of the
-  endpoint's batch size (the ceiling the pipeline is compared against);
+  endpoint's batch size (the ceiling the pipeline is compared against). With ``--lanes N``
+  the endpoint runs N engines of ``cores // N`` threads side by side; the raw rate is then
+  the larger of one all-threads engine and N such engines run by N threads at once (both
+  are recorded: ``raw_single_engine_fps``, ``raw_lanes_fps``), so lanes are never compared
+  against a lower ceiling than the plain engine's;
 * for each offered rate (a fraction of the raw rate): frames are sent on the wire by a
   `FrameStreamer` (with acknowledgements) at that rate, inferred by a real endpoint process
   (``bluesky-ptychonn serve``) and stitched into a `Mosaic` by a subscriber; ``sustained_fps``
@@ -75,6 +79,49 @@ def raw_engine_rate(
         engine.run(x)
         count += BATCH
     return count / (time.perf_counter() - start)
+
+
+def raw_lanes_rate(
+    model: Path,
+    frames: np.ndarray,
+    backend: str,
+    precision: str | None,
+    seconds: float,
+    lanes: int,
+    **engine_options,
+) -> float:
+    """Frames/s of ``lanes`` engines with ``cores // lanes`` threads each, each run by its own
+    thread at batch 32 at the same time (the endpoint's lanes without the wire)."""
+    import threading
+
+    from bluesky_ptychonn.inference.onnx_engine import default_threads
+
+    threads = max(1, default_threads() // lanes)
+    engines = [
+        load_engine(model, backend, precision=precision, spin=False, threads=threads,
+                    **engine_options)
+        for _ in range(lanes)
+    ]  # fmt: skip
+    x = engines[0].preprocessing.apply(frames[:BATCH])
+    for engine in engines:
+        engine.warmup((BATCH,))
+    counts = [0] * lanes
+    start = time.perf_counter()
+
+    def drive(lane: int) -> None:
+        while time.perf_counter() - start < seconds:
+            engines[lane].run(x)
+            counts[lane] += BATCH
+
+    workers = [threading.Thread(target=drive, args=(lane,)) for lane in range(lanes)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    rate = sum(counts) / (time.perf_counter() - start)
+    for engine in engines:
+        engine.close()
+    return rate
 
 
 def stitch_rate(n: int, align: bool) -> float:
@@ -189,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="ONNX Runtime sessions")
     parser.add_argument("--micro-batch", type=int, default=None, help="ORT session pieces")
     parser.add_argument(
+        "--lanes", type=int, default=1, help="endpoint infer lanes (engines side by side)"
+    )
+    parser.add_argument(
         "--chunk",
         type=int,
         default=1,
@@ -210,19 +260,23 @@ def main(argv: list[str] | None = None) -> int:
             engine_options["workers"] = args.workers
         if args.micro_batch:
             engine_options["micro_batch"] = args.micro_batch
-        raw = raw_engine_rate(
-            model,
-            frames,
-            args.backend,
-            args.precision,
-            3 if args.quick else 10,
-            **engine_options,
+        raw_seconds = 3 if args.quick else 10
+        raw_single = raw_engine_rate(
+            model, frames, args.backend, args.precision, raw_seconds, **engine_options
         )
+        raw_lanes = None
+        if args.lanes > 1:
+            raw_lanes = raw_lanes_rate(
+                model, frames, args.backend, args.precision, raw_seconds, args.lanes,
+                **engine_options,
+            )  # fmt: skip
+        raw = max(raw_single, raw_lanes or 0.0)
         with EndpointProcess(
             model,
             backend=args.backend,
             batch_size=BATCH,
             precision=args.precision,
+            lanes=args.lanes,
             **engine_options,
         ) as endpoint:
             backend = endpoint.ready.get("backend")
@@ -237,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
                     "backend": backend,
                     "precision": endpoint.ready.get("precision"),
                     "engine_options": engine_options,
+                    "lanes": args.lanes,
+                    "raw_single_engine_fps": raw_single,
+                    "raw_lanes_fps": raw_lanes,
                     "batch": BATCH,
                     "raw_engine_fps": raw,
                     "load_fraction": fraction,

@@ -53,8 +53,11 @@ def drain(sender, subscriber, collector, want, timeout_s=60.0):
     return answered, rejected
 
 
-def test_every_frame_comes_back_once_with_positions_and_model_version(model_dir, endpoint_factory):
-    endpoint = endpoint_factory(model_dir / "model-a")
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_every_frame_comes_back_once_with_positions_and_model_version(
+    model_dir, endpoint_factory, lanes
+):
+    endpoint = endpoint_factory(model_dir / "model-a", lanes=lanes)
     sender = FrameSender(endpoint.addresses[0], resend_after_s=5.0)
     subscriber = ResultSubscriber(endpoint.addresses[1])
     client = EndpointClient(endpoint.addresses[2])
@@ -69,6 +72,7 @@ def test_every_frame_comes_back_once_with_positions_and_model_version(model_dir,
         status = client.run_stop()
         assert status["run"]["received"] == 300 and status["run"]["inferred"] == 300
         assert client.status()["model_version"] == "tiny-a"
+        assert client.status()["lanes"] == lanes
     finally:
         client.close(), sender.close(), subscriber.close()
 
@@ -120,8 +124,11 @@ def test_endpoint_killed_mid_scan_and_restarted_loses_no_frame(model_dir, endpoi
         sender.close(), subscriber.close()
 
 
-def test_a_corrupt_model_swap_leaves_the_old_model_serving(model_dir, tmp_path, endpoint_factory):
-    endpoint = endpoint_factory(model_dir / "model-a")
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_a_corrupt_model_swap_leaves_the_old_model_serving(
+    model_dir, tmp_path, endpoint_factory, lanes
+):
+    endpoint = endpoint_factory(model_dir / "model-a", lanes=lanes)
     client = EndpointClient(endpoint.addresses[2])
     try:
         weights = model_dir / "model-b" / "model.safetensors"
@@ -137,6 +144,24 @@ def test_a_corrupt_model_swap_leaves_the_old_model_serving(model_dir, tmp_path, 
         assert client.status()["model_version"] == "tiny-a"
         reply = client.load_model(str(model_dir / "model-b"))
         assert reply["ok"] and client.status()["model_version"] == "tiny-b"
+        # every lane now serves the new model
+        sender = FrameSender(endpoint.addresses[0], resend_after_s=5.0)
+        subscriber = ResultSubscriber(endpoint.addresses[1])
+        try:
+            time.sleep(0.3)
+            versions = set()
+            for start in range(0, 64, 4):
+                sender.send(frames_message(list(range(start, start + 4))))
+            deadline = time.monotonic() + 30
+            answered = 0
+            while answered < 64 and time.monotonic() < deadline:
+                message = subscriber.receive(timeout_s=0.1)
+                if message is not None and message.kind == "results":
+                    versions.add(message.model_version)
+                    answered += len(message.frame_ids)
+            assert answered == 64 and versions == {"tiny-b"}
+        finally:
+            sender.close(), subscriber.close()
     finally:
         client.close()
 

@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
         spin=args.spin,
         workers=args.workers,
         micro_batch=args.micro_batch,
+        lanes=args.lanes,
         name=args.name,
     )
     server = EndpointServer(config).start()
@@ -72,6 +73,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="ONNX Runtime sessions run their share in pieces of this many frames",
+    )
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=1,
+        help="independent infer threads, each with its own engine and threads // lanes CPU "
+        "threads, each taking the next batch when free (CPU: --lanes 2 on 2 cores)",
     )
     parser.add_argument(
         "--spin",

@@ -31,6 +31,7 @@ class EndpointProcess:
         spin: let ONNX Runtime's threads spin between calls (`EndpointConfig.spin`).
         workers, micro_batch: ONNX Runtime sessions splitting each batch and the pieces they
             run (`EndpointConfig`).
+        lanes: independent infer threads with an engine each (`EndpointConfig.lanes`).
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class EndpointProcess:
         spin: bool = False,
         workers: int = 1,
         micro_batch: int | None = None,
+        lanes: int = 1,
     ):
         self.model = Path(model)
         self.ports = list(ports) if ports else [free_tcp_port() for _ in range(3)]
@@ -61,6 +63,7 @@ class EndpointProcess:
         self.spin = spin
         self.workers = workers
         self.micro_batch = micro_batch
+        self.lanes = lanes
         self.process: subprocess.Popen | None = None
         self.ready: dict = {}
 
@@ -88,6 +91,8 @@ class EndpointProcess:
             command += ["--workers", str(self.workers)]
         if self.micro_batch:
             command += ["--micro-batch", str(self.micro_batch)]
+        if self.lanes != 1:
+            command += ["--lanes", str(self.lanes)]
         env = dict(os.environ)
         if self.threads:
             env["OMP_NUM_THREADS"] = str(self.threads)  # the PyTorch backend's threads

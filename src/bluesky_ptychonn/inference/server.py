@@ -1,6 +1,6 @@
 """The edge inference endpoint: frames in (ZMQ PULL), phase/amplitude out (ZMQ PUB).
 
-One process, four threads:
+One process, four kinds of thread:
 
 * **receive**: decodes wire messages, validates every frame (shape, dtype, finite values)
   and queues the good ones in a bounded buffer; bad frames are rejected with a reason and
@@ -10,7 +10,12 @@ One process, four threads:
   full batch (with ``batch_timeout_s`` > 0 it first waits up to that long for a batch to fill).
   At low rates a frame is inferred alone the moment it arrives (lowest latency); under load
   frames queue while the engine works and the next batch is bigger (highest throughput). The
-  tail of a run always goes.
+  tail of a run always goes. With ``lanes`` > 1 there are that many infer threads, each with
+  its own engine (the CPU threads divided among them), each taking the next batch the moment
+  it is free: a frame that arrives while one lane is busy goes to an idle one instead of
+  waiting, and no lane waits for another (one batch split over all cores waits for its
+  slowest thread, which on cores shared with the frame source and the stitcher is often a
+  preempted one).
   Each batch is preprocessed and inferred by the current engine and published as a
   ``results`` message (phase, amplitude, frame ids, positions, model version, the frames'
   creation time for latency).
@@ -69,6 +74,9 @@ class EndpointConfig:
         workers: ONNX Runtime sessions that split each batch between them (CPU only; the
             threads are divided among them).
         micro_batch: ONNX Runtime sessions run their share in pieces of this many frames.
+        lanes: independent infer threads, each with its own engine and ``threads // lanes``
+            CPU threads, each taking the next batch as soon as it is free (results may then
+            leave out of order; every frame is still answered once).
         buffer_frames: frames the endpoint holds before it drops (and reports) new ones.
         name: label in status replies and result messages.
     """
@@ -87,6 +95,7 @@ class EndpointConfig:
     spin: bool = False
     workers: int = 1
     micro_batch: int | None = None
+    lanes: int = 1
     name: str = "ptychonn-endpoint"
 
     def validate(self) -> None:
@@ -96,6 +105,8 @@ class EndpointConfig:
             raise ValueError(f"batch_timeout_s must be >= 0, got {self.batch_timeout_s}")
         if self.buffer_frames < self.batch_size:
             raise ValueError("buffer_frames must hold at least one batch")
+        if not 1 <= self.lanes <= 64:
+            raise ValueError(f"lanes must lie in 1..64, got {self.lanes}")
 
     @property
     def addresses(self) -> dict[str, str]:
@@ -144,11 +155,11 @@ class EndpointServer:
         config.validate()
         self.config = config
         self.context = context or zmq.Context()
-        self._engine = self._load(config.model)
-        self._engine_lock = threading.Lock()
+        self._engines = self._load_lanes(config.model)  # one engine per lane
+        self._lane_locks = [threading.Lock() for _ in self._engines]  # held while a lane infers
         self._queue: deque[_Item] = deque()
         self._queue_ready = threading.Condition()
-        self._in_flight = 0  # frames taken from the queue and not yet answered
+        self._in_flight = [0] * config.lanes  # per lane: frames taken and not yet answered
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.totals = Counter()
@@ -169,12 +180,12 @@ class EndpointServer:
         self.control.bind(addresses["control"])
 
     # ---- model ---------------------------------------------------------------------------------
-    def _load(self, model_path: str):
+    def _load(self, model_path: str, threads: int | None):
         from .loader import load_engine
 
         engine = load_engine(
             model_path, self.config.backend, precision=self.config.precision,
-            max_batch=max(self.config.batch_size, 1), threads=self.config.threads,
+            max_batch=max(self.config.batch_size, 1), threads=threads,
             spin=self.config.spin,
             **({"workers": self.config.workers} if self.config.workers != 1 else {}),
             **({"micro_batch": self.config.micro_batch} if self.config.micro_batch else {}),
@@ -183,35 +194,68 @@ class EndpointServer:
         engine.warmup((1, self.config.batch_size))
         return engine
 
+    def _load_lanes(self, model_path: str) -> list:
+        """One checked engine per lane, the CPU threads divided among them."""
+        lanes = self.config.lanes
+        threads = self.config.threads
+        if lanes > 1:
+            from .onnx_engine import default_threads
+
+            threads = max(1, (threads or default_threads()) // lanes)
+        engines: list = []
+        try:
+            for _ in range(lanes):
+                engines.append(self._load(model_path, threads))
+        except BaseException:
+            for engine in engines:
+                engine.close()
+            raise
+        return engines
+
+    @property
+    def _engine(self):
+        """The first lane's engine (the model, preprocessing and backend every lane shares)."""
+        return self._engines[0]
+
     @property
     def model_version(self) -> str:
         return self._engine.info.model_version
 
     def load_model(self, model_path: str) -> dict[str, Any]:
         """Load, check and swap in a new model; the old one keeps serving if anything fails."""
+        engines: list = []
         try:
-            engine = self._load(model_path)
+            engines = self._load_lanes(model_path)
             old_shape = self._engine.preprocessing.frame_shape
-            if engine.preprocessing.frame_shape != old_shape:
+            if engines[0].preprocessing.frame_shape != old_shape:
                 raise ValueError(
-                    f"the new model takes {engine.preprocessing.frame_shape} frames, the stream "
-                    f"carries {old_shape}"
+                    f"the new model takes {engines[0].preprocessing.frame_shape} frames, the "
+                    f"stream carries {old_shape}"
                 )
         except Exception as error:  # noqa: BLE001 - any failure keeps the old model
+            for engine in engines:
+                engine.close()
             log.error("model swap to %s refused: %s", model_path, error)
             return {"ok": False, "error": f"{type(error).__name__}: {error}",
                     "model_version": self.model_version}  # fmt: skip
-        with self._engine_lock:
-            old, self._engine = self._engine, engine
-        old.close()
+        for lane, engine in enumerate(engines):  # each lane swaps between two of its batches
+            with self._lane_locks[lane]:
+                old, self._engines[lane] = self._engines[lane], engine
+            old.close()
         log.info("now serving model %s", self.model_version)
         return {"ok": True, "model_version": self.model_version}
 
     # ---- threads -------------------------------------------------------------------------------
     def start(self) -> EndpointServer:
-        loops = (self._receive_loop, self._infer_loop, self._publish_loop, self._control_loop)
-        for target in loops:
-            thread = threading.Thread(target=target, name=target.__name__, daemon=True)
+        loops = [
+            (self._receive_loop, ()),
+            *((self._infer_loop, (lane,)) for lane in range(self.config.lanes)),
+            (self._publish_loop, ()),
+            (self._control_loop, ()),
+        ]
+        for target, args in loops:
+            name = target.__name__ + "".join(f"-{a}" for a in args)
+            thread = threading.Thread(target=target, args=args, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
         log.info("endpoint %s serving %s on %s", self.config.name, self.model_version,
@@ -232,7 +276,8 @@ class EndpointServer:
         for closable in (self.receiver, self.publisher):
             closable.close()
         self.control.close(linger=0)
-        self._engine.close()
+        for engine in self._engines:
+            engine.close()
 
     def _reject(self, message: Message, indices: list[int], reason: str, dropped: bool) -> None:
         key = "dropped" if dropped else "rejected"
@@ -295,7 +340,7 @@ class EndpointServer:
             if overflow:
                 self._reject(message, overflow, "endpoint buffer full", dropped=True)
 
-    def _next_batch(self) -> list[_Item]:
+    def _next_batch(self, lane: int) -> list[_Item]:
         batch_size, timeout = self.config.batch_size, self.config.batch_timeout_s
         with self._queue_ready:
             while not self._queue and not self._stop.is_set():
@@ -309,7 +354,7 @@ class EndpointServer:
                     break
                 self._queue_ready.wait(remaining)
             count = min(batch_size, len(self._queue))
-            self._in_flight = count
+            self._in_flight[lane] = count
             return [self._queue.popleft() for _ in range(count)]
 
     def _publish(self, message: Message, inline: bool = False) -> None:
@@ -340,23 +385,23 @@ class EndpointServer:
                 with self._unpublished_lock:
                     self._unpublished -= 1
 
-    def _infer_loop(self) -> None:
+    def _infer_loop(self, lane: int) -> None:
         while not self._stop.is_set():
-            batch = self._next_batch()
+            batch = self._next_batch(lane)
             if not batch:
                 continue
             # a batch never mixes runs: split where the run uid changes
             start = 0
             for end in range(1, len(batch) + 1):
                 if end == len(batch) or batch[end].run_uid != batch[start].run_uid:
-                    self._infer(batch[start:end])
+                    self._infer(batch[start:end], lane)
                     start = end
-            self._in_flight = 0
+            self._in_flight[lane] = 0
 
-    def _infer(self, items: list[_Item]) -> None:
+    def _infer(self, items: list[_Item], lane: int = 0) -> None:
         frames = np.stack([item.frame for item in items])
-        with self._engine_lock:
-            engine = self._engine
+        with self._lane_locks[lane]:
+            engine = self._engines[lane]
             output = engine.infer(frames)
             version = engine.info.model_version
         positions = [item.position for item in items]
@@ -410,6 +455,7 @@ class EndpointServer:
             "batches": self.totals["batches"],
             "reject_reasons": dict(self.reject_reasons),
             "queue_depth": len(self._queue),
+            "lanes": self.config.lanes,
             "rate_fps": rate,
             "latency_p50_ms": float(np.percentile(latencies, 50)),
             "latency_p99_ms": float(np.percentile(latencies, 99)),
@@ -434,7 +480,7 @@ class EndpointServer:
             deadline = time.monotonic() + float(request.get("timeout_s", 30.0))
             uid = self.run.run_uid
             while time.monotonic() < deadline and (
-                self._in_flight
+                any(self._in_flight)
                 or self._unpublished
                 or any(i.run_uid == uid for i in list(self._queue))
             ):
