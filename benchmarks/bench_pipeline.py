@@ -8,7 +8,9 @@ Measured in one run:
   the larger of one all-threads engine and N such engines run by N threads at once (both
   are recorded: ``raw_single_engine_fps``, ``raw_lanes_fps``), so lanes are never compared
   against a lower ceiling than the plain engine's;
-* for each offered rate (a fraction of the raw rate): frames are sent on the wire by a
+* for each offered rate (a fraction of the raw rate, ``--loads``: 0.25, 0.5, 0.9 and 1.0 by
+  default; offered at the raw rate itself, the sustained rate is the pipeline's capacity):
+  frames are sent on the wire by a
   `FrameStreamer` (with acknowledgements) at that rate, inferred by a real endpoint process
   (``bluesky-ptychonn serve``) and stitched into a `Mosaic` by a subscriber; ``sustained_fps``
   is frames stitched over the time from the first send to the last stitch, ``frames_lost`` is
@@ -236,6 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="ONNX Runtime sessions")
     parser.add_argument("--micro-batch", type=int, default=None, help="ORT session pieces")
     parser.add_argument(
+        "--loads",
+        type=lambda text: tuple(float(f) for f in text.split(",")),
+        default=(0.25, 0.5, 0.9, 1.0),
+        help="offered rates as fractions of the raw engine rate (default 0.25,0.5,0.9,1.0; "
+        "at 1.0 the sustained rate is the pipeline's capacity)",
+    )
+    parser.add_argument(
         "--lanes", type=int, default=1, help="endpoint infer lanes (engines side by side)"
     )
     parser.add_argument(
@@ -280,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             **engine_options,
         ) as endpoint:
             backend = endpoint.ready.get("backend")
-            for fraction in (0.5, 0.9) if not args.quick else (0.5,):
+            for fraction in args.loads if not args.quick else (0.5,):
                 result = stream_through(
                     endpoint, frames, positions, raw * fraction, beamline.pixel_size_m, args.chunk
                 )
@@ -307,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 records.append(record)
                 print(
-                    f"load {fraction:.1f}: offered {result['offered_fps']:7.0f} fps, sustained "
+                    f"load {fraction:.2f}: offered {result['offered_fps']:7.0f} fps, sustained "
                     f"{result['sustained_fps']:7.0f} ({record['ratio_sustained_vs_raw']:.2f}x raw "
                     f"{raw:.0f}), lost {result['frames_lost']}, p50 {result['p50_ms']:.1f} ms, "
                     f"p99 {result['p99_ms']:.1f} ms; CPU s endpoint "
