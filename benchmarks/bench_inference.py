@@ -62,7 +62,9 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _train(name: str, folder: Path, quick: bool, threads: int) -> Path:
+def _train(
+    name: str, folder: Path, quick: bool, threads: int, patterns: int = 1200, epochs: int = 3
+) -> Path:
     """A briefly trained model of the family member ``name`` (reused when present)."""
     import torch
 
@@ -78,7 +80,7 @@ def _train(name: str, folder: Path, quick: bool, threads: int) -> Path:
     if (folder / "model.json").is_file():
         return folder
     config = ModelConfig.preset(name, batch_norm=True)
-    n, epochs = (96, 1) if quick else (1200, 3)
+    n, epochs = (96, 1) if quick else (patterns, epochs)
     draft = Preprocessing(config.input_shape, (128, 128), "crop")
     data = simulate_training_set(n, draft, n_samples=8, seed=11)
     log.info("training a %s model for the benchmark (%d patterns, %d epochs)", name, n, epochs)
@@ -87,7 +89,12 @@ def _train(name: str, folder: Path, quick: bool, threads: int) -> Path:
         data,
         config,
         TrainingOptions(
-            epochs=epochs, batch_size=16, progress=False, num_threads=threads, half_cycle_epochs=1
+            epochs=epochs,
+            batch_size=16,
+            progress=False,
+            num_threads=threads,
+            half_cycle_epochs=1 if epochs <= 3 else epochs / 4,
+            learning_rate=1e-3 if epochs <= 3 else 3e-3,
         ),
     )
     provenance["purpose"] = "bench_inference (speed and reduced-precision accuracy only)"
@@ -143,6 +150,31 @@ def _engines(model: Path, threads: int) -> list[tuple[str, dict, object]]:
             "cpu",
             {"threads": threads, "int8_float_convs": 2, "workers": threads, "micro_batch": 2},
             f"last block fp32, {threads} sessions, pieces of 2",
+        ),
+        (
+            "onnxruntime",
+            "int8",
+            "cpu",
+            {
+                "threads": threads,
+                "int8_float_input_convs": 3,
+                "workers": threads,
+                "micro_batch": 2,
+            },
+            f"first block + output conv fp32, {threads} sessions, pieces of 2",
+        ),
+        (
+            "onnxruntime",
+            "int8",
+            "cpu",
+            {
+                "threads": threads,
+                "int8_float_input_convs": 3,
+                "int8_float_convs": 2,
+                "workers": threads,
+                "micro_batch": 2,
+            },
+            f"first + last block fp32, {threads} sessions, pieces of 2",
         ),
         (
             "onnxruntime",
@@ -345,6 +377,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edge", help="edge model to use (default: train one)")
     parser.add_argument("--ptychonn", help="ptychonn model to use (default: train one)")
     parser.add_argument(
+        "--train-patterns",
+        type=int,
+        default=1200,
+        help="patterns the benchmark's own models train on (1200)",
+    )
+    parser.add_argument(
+        "--train-epochs",
+        type=int,
+        default=3,
+        help="epochs of that training (3; 10 with --train-patterns 2400 is the 'trained' "
+        "edge model of docs/benchmarks.md, about 9 minutes on 2 cores)",
+    )
+    parser.add_argument(
         "--models", nargs="+", default=["ptychonn", "edge"], choices=("ptychonn", "edge")
     )
     parser.add_argument(
@@ -371,7 +416,19 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    models_dir = HERE / "results" / "models" / ("quick" if args.quick else "bench")
+    recipe = (args.train_patterns, args.train_epochs)
+    models_dir = (
+        HERE
+        / "results"
+        / "models"
+        / (
+            "quick"
+            if args.quick
+            else "bench"
+            if recipe == (1200, 3)
+            else f"bench-{args.train_patterns}x{args.train_epochs}"
+        )
+    )
     records: list[dict] = []
     machine = {
         "cpu": _cpu_name(),
@@ -380,7 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name in args.models:
         given = getattr(args, name)
-        model = Path(given) if given else _train(name, models_dir / name, args.quick, threads)
+        model = (
+            Path(given) if given else _train(name, models_dir / name, args.quick, threads, *recipe)
+        )
         for record in _measure_model(name, model, args, threads):
             record.update(machine, load_average_1min_at_end=os.getloadavg()[0])
             records.append(record)

@@ -47,9 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-channels", type=int, default=8, help="first block width (8)")
     parser.add_argument("--depth", type=int, default=3, help="down / up blocks (3)")
     parser.add_argument("--reduce", choices=("crop", "bin"), default="crop")
-    parser.add_argument("--patterns", type=int, default=12000, help="training patterns (12000)")
-    parser.add_argument("--epochs", type=int, default=30, help="epochs (30)")
+    parser.add_argument("--patterns", type=int, default=24000, help="training patterns (24000)")
+    parser.add_argument("--epochs", type=int, default=15, help="epochs (15)")
     parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument(
+        "--half-cycle-epochs",
+        type=float,
+        default=None,
+        help="epochs from the lowest to the peak learning rate (default: epochs / 2, one "
+        "triangle that ends at the lowest rate)",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
         "--defocus-m",
@@ -100,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
-        half_cycle_epochs=max(1.0, args.epochs / 6),
+        half_cycle_epochs=args.half_cycle_epochs or max(1.0, args.epochs / 2),
         seed=args.seed,
         num_threads=args.threads,
         progress=sys.stderr.isatty(),
@@ -123,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
+        "half_cycle_epochs": options.half_cycle_epochs,
         "defocus_m": args.defocus_m,
         "photons": 1e6,
         "threads": args.threads,

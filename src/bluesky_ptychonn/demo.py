@@ -42,7 +42,11 @@ class DemoModelRecipe:
             coarser object pixels; "bin": same pixels, smaller field of view).
         batch_norm: BatchNorm after hidden convolutions (trains faster from scratch).
         learning_rate: peak of the cyclic learning rate.
+        half_cycle_epochs: epochs from the lowest to the peak learning rate; None: half the
+            epochs (one triangle ending at the lowest rate, which beat three shorter cycles
+            on held-out sample kinds, docs/benchmarks.md).
         n_patterns: simulated training frames (random etched gold samples).
+        n_samples: distinct random samples the frames are spread over.
         epochs: training epochs.
         photons: incident photons per simulated frame.
         seed: seed of samples, noise, split and weights.
@@ -54,10 +58,12 @@ class DemoModelRecipe:
     reduce: str = "crop"
     batch_norm: bool = True
     depth: int = 3
-    n_patterns: int = 12000
-    epochs: int = 30
+    n_patterns: int = 24000
+    n_samples: int = 32
+    epochs: int = 15
     batch_size: int = 16
     learning_rate: float = 3e-3
+    half_cycle_epochs: float | None = None
     photons: float = 1e6
     seed: int = 0
 
@@ -100,14 +106,19 @@ def ensure_demo_model(recipe: DemoModelRecipe | None = None, cache_dir: Path | N
     shape = (recipe.input_px, recipe.input_px)
     draft = Preprocessing(input_shape=shape, frame_shape=(128, 128), reduce=recipe.reduce)
     data = simulate_training_set(
-        recipe.n_patterns, draft, sample="etched", photons=recipe.photons, seed=recipe.seed
+        recipe.n_patterns,
+        draft,
+        sample="etched",
+        n_samples=recipe.n_samples,
+        photons=recipe.photons,
+        seed=recipe.seed,
     )
     preprocessing = Preprocessing.fit(data.frames, shape, (128, 128), reduce=recipe.reduce)
     options = TrainingOptions(
         epochs=recipe.epochs,
         batch_size=recipe.batch_size,
         learning_rate=recipe.learning_rate,
-        half_cycle_epochs=max(1.0, recipe.epochs / 6),
+        half_cycle_epochs=recipe.half_cycle_epochs or max(1.0, recipe.epochs / 2),
         seed=recipe.seed,
         progress=True,
     )

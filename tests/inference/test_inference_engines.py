@@ -90,6 +90,27 @@ def test_int8_engine_is_calibrated_cached_and_keeps_the_phase(small_model, frame
     assert again.onnx_path == engine.onnx_path
 
 
+def test_int8_float_input_convs_keep_the_first_convs_in_float(small_model, frames, tmp_path):
+    import onnx
+
+    folder, model = small_model
+    plain = load_engine(folder, "onnxruntime", precision="int8")
+    first = load_engine(folder, "onnxruntime", precision="int8", int8_float_input_convs=3)
+    assert first.onnx_path != plain.onnx_path  # cached separately
+
+    def ops(path):
+        return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+    plain_ops, first_ops = ops(plain.onnx_path), ops(first.onnx_path)
+    assert first_ops.count("QLinearConv") == plain_ops.count("QLinearConv") - 3
+    assert first_ops.count("Conv") == plain_ops.count("Conv") + 3
+    # the input conv is one of them: the graph input goes straight into a float Conv
+    graph = onnx.load(str(first.onnx_path)).graph
+    assert any(n.op_type == "Conv" and graph.input[0].name in n.input for n in graph.node)
+    x = first.preprocessing.apply(frames)
+    assert ssim_batch(first.run(x), reference(model, x)) > 0.95
+
+
 @pytest.mark.parametrize(
     ("bad", "match"),
     [

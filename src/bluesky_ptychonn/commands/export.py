@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
         quantize_onnx(
             path, int8, calibration_inputs(files.sidecar),
             float_convs_before_output=args.int8_float_convs,
+            float_input_convs=args.int8_float_input_convs,
         )  # fmt: skip
         side = Sidecar.from_dict(files.sidecar.to_dict())
         side.files = {
@@ -62,6 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--int8-float-convs", type=int, default=0, metavar="K",
         help="convs before each output conv kept in float in the int8 graph (2: the last up "
         "block, needed for phase SSIM >= 0.99 vs fp32 on the edge model; default 0)",
+    )  # fmt: skip
+    p.add_argument(
+        "--int8-float-input-convs", type=int, default=0, metavar="K",
+        help="first convs kept in float in the int8 graph (3 on the edge model: the first "
+        "block and the next conv; default 0)",
     )  # fmt: skip
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--no-check", action="store_true", help="skip the check against PyTorch")

@@ -83,7 +83,11 @@ def _onnx_for(files: ModelFiles) -> Path:
 
 
 def _int8_for(
-    onnx_path: Path, files: ModelFiles, calibration: np.ndarray | None, float_before_output: int
+    onnx_path: Path,
+    files: ModelFiles,
+    calibration: np.ndarray | None,
+    float_before_output: int,
+    float_input: int = 0,
 ) -> Path:
     import onnxruntime as ort
 
@@ -91,6 +95,8 @@ def _int8_for(
 
     tag = "custom" if calibration is not None else "sim"
     name = f"{sha256_file(onnx_path)[:24]}-ort{slug(ort.__version__)}-{tag}-f{float_before_output}"
+    if float_input:
+        name += f"-i{float_input}"
     out = cache_dir("int8") / f"{name}.onnx"
     if out.is_file() and calibration is None:
         return out
@@ -99,7 +105,13 @@ def _int8_for(
     else:
         inputs = files.sidecar.preprocessing.apply(calibration)
     log.info("quantising %s to int8 (calibration: %d patterns)", onnx_path.name, len(inputs))
-    return quantize_onnx(onnx_path, out, inputs, float_convs_before_output=float_before_output)
+    return quantize_onnx(
+        onnx_path,
+        out,
+        inputs,
+        float_convs_before_output=float_before_output,
+        float_input_convs=float_input,
+    )
 
 
 def _auto(device: str | None) -> tuple[str, str]:
@@ -119,6 +131,7 @@ def load_engine(
     max_batch: int = MAX_BATCH,
     calibration: np.ndarray | None = None,
     int8_float_convs: int = 0,
+    int8_float_input_convs: int = 0,
     spin: bool = True,
     **options: object,
 ) -> InferenceEngine:
@@ -138,6 +151,9 @@ def load_engine(
         int8_float_convs: how many convs before each output conv an int8 graph keeps in float
             besides the output convs themselves (2: the decoder's last up block; more
             accurate, slower).
+        int8_float_input_convs: how many of the first convs an int8 graph keeps in float (3:
+            the edge model's first block and the next conv; most of the remaining int8 error
+            of a trained model, docs/benchmarks.md).
         **options: passed to the engine class (e.g. ``channels_last``, ``cuda_graphs``,
             ``compile`` for PyTorch; ``opt_batch``, ``cache`` for TensorRT; ``workers`` for
             ONNX Runtime on CPU).
@@ -184,7 +200,9 @@ def load_engine(
         if precision == "int8":
             if device != "cpu":
                 raise BackendUnavailable("int8 graphs run on the CPU provider")
-            onnx_path = _int8_for(onnx_path, files, calibration, int8_float_convs)
+            onnx_path = _int8_for(
+                onnx_path, files, calibration, int8_float_convs, int8_float_input_convs
+            )
         return OnnxRuntimeEngine(
             onnx_path,
             files.sidecar,

@@ -10,6 +10,9 @@ What stays in float (measured choices, see docs/benchmarks.md): the bilinear ``R
 operators (ONNX Runtime's uint8 Resize is slower than the float one plus the conversions), the
 output convolution and everything after it (the tanh / sigmoid output stage: an 8-bit
 pre-activation quantises the phase to ~0.02 rad steps, which cost most of the accuracy).
+Optionally the first convolutions too (``float_input_convs``): on a trained edge model the
+8-bit activations of the first block, which carry the diffraction pattern's dynamic range,
+are where most of the remaining error comes from (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -57,12 +60,16 @@ def calibration_inputs(sidecar: Sidecar, n: int = 96, seed: int = 1234) -> np.nd
     return prep.apply(np.concatenate(frames))
 
 
-def _float_nodes(model_path: Path, float_convs_before_output: int = 0) -> list[str]:
+def _float_nodes(
+    model_path: Path, float_convs_before_output: int = 0, float_input_convs: int = 0
+) -> list[str]:
     """Names of the nodes kept in float.
 
     The Resize ops; each output conv (a Conv with no other Conv downstream: the phase /
-    amplitude heads, one per decoder) and everything downstream of it; and, per head, the
-    ``float_convs_before_output`` convs that feed it (the decoder's last up block).
+    amplitude heads, one per decoder) and everything downstream of it; per head, the
+    ``float_convs_before_output`` convs that feed it (the decoder's last up block); and the
+    first ``float_input_convs`` convs of the graph (in its topological order: the encoder's
+    first block).
     """
     import onnx
 
@@ -111,6 +118,7 @@ def _float_nodes(model_path: Path, float_convs_before_output: int = 0) -> list[s
             if node.op_type == "Conv":
                 keep.add(node.name)
                 found += 1
+    keep |= {n.name for n in convs[: max(0, float_input_convs)]}
     return sorted(keep)
 
 
@@ -119,8 +127,8 @@ def quantize_onnx(
     out: str | os.PathLike[str],
     calibration: np.ndarray,
     *,
-    keep_first_conv_float: bool = False,
     float_convs_before_output: int = 0,
+    float_input_convs: int = 0,
     method: str = "minmax",
 ) -> Path:
     """Write an int8 (QOperator) version of ``fp32_onnx`` calibrated on ``calibration``.
@@ -129,11 +137,13 @@ def quantize_onnx(
         fp32_onnx: the exported graph.
         out: the quantised graph to write.
         calibration: (N, 1, H, W) float32 preprocessed inputs (e.g. `calibration_inputs`).
-        keep_first_conv_float: keep the input convolution (1 channel in) in float.
         float_convs_before_output: how many convolutions before each output conv also stay
             in float (2: the decoder's whole last up block; more accurate, slower). The output
             convs themselves always stay in float: their 8-bit output would quantise the phase
             to ~0.02 rad steps, which cost most of the accuracy in our measurements.
+        float_input_convs: how many of the first convolutions stay in float (3 on the edge
+            model: the first block and the next conv, whose input is the first quantised
+            activation; the largest accuracy gain per float conv on a trained model).
         method: activation range calibration, "minmax", "percentile" (99.999 %) or
             "entropy".
     """
@@ -174,9 +184,7 @@ def quantize_onnx(
     with tempfile.TemporaryDirectory(prefix="bpnn-quant-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
-        keep = _float_nodes(pre, float_convs_before_output)
-        if keep_first_conv_float:
-            keep.append(next(n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"))
+        keep = _float_nodes(pre, float_convs_before_output, float_input_convs)
         methods = {
             "minmax": CalibrationMethod.MinMax,
             "percentile": CalibrationMethod.Percentile,
