@@ -190,6 +190,8 @@ def _engines(model: Path, threads: int) -> list[tuple[str, dict, object]]:
     ]
     out = []
     for backend, precision, device, options, variant in plans:
+        if precision == "int8":  # the variants name what stays in float; 0 unless they say
+            options = {"int8_float_input_convs": 0, **options}
         fields = {"backend": backend, "precision": precision, "device": device, "variant": variant}
         reason = None
         if device == "cuda" and not torch.cuda.is_available():

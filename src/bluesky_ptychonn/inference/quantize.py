@@ -10,9 +10,10 @@ What stays in float (measured choices, see docs/benchmarks.md): the bilinear ``R
 operators (ONNX Runtime's uint8 Resize is slower than the float one plus the conversions), the
 output convolution and everything after it (the tanh / sigmoid output stage: an 8-bit
 pre-activation quantises the phase to ~0.02 rad steps, which cost most of the accuracy).
-Optionally the first convolutions too (``float_input_convs``): on a trained edge model the
-8-bit activations of the first block, which carry the diffraction pattern's dynamic range,
-are where most of the remaining error comes from (docs/benchmarks.md).
+Optionally the first convolutions too (``float_input_convs``; `inference.load_engine` keeps
+three by default): on a trained model the 8-bit activations of the first block, which carry
+the diffraction pattern's dynamic range, are where most of the remaining error comes from
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
