@@ -72,7 +72,12 @@ def test_every_frame_comes_back_once_with_positions_and_model_version(
         status = client.run_stop()
         assert status["run"]["received"] == 300 and status["run"]["inferred"] == 300
         assert client.status()["model_version"] == "tiny-a"
-        assert client.status()["lanes"] == lanes
+        status = client.status()
+        assert status["lanes"] == lanes
+        segments = status["latency_segments_ms"]  # where the frames' time went, ms
+        assert set(segments) == {"transport", "queue_wait", "engine"}
+        assert segments["engine"]["p50"] > 0
+        assert all(0 <= s["p50"] <= s["p99"] for s in segments.values())
     finally:
         client.close(), sender.close(), subscriber.close()
 

@@ -122,8 +122,9 @@ class _Item:
     frame: np.ndarray
     frame_id: int
     position: np.ndarray | None
-    created: float
+    created: float  # the sender's clock (frame creation), s since the epoch
     run_uid: str
+    received: float = 0.0  # this endpoint's clock when the message was decoded
 
 
 @dataclass
@@ -166,6 +167,12 @@ class EndpointServer:
         self.reject_reasons: Counter[str] = Counter()
         self.run = RunCounters()
         self._latencies_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        # where a frame's time goes (ms): creation -> decoded here (sender's clock against
+        # ours: meaningful when the clocks agree, e.g. the same host), queued -> taken by a
+        # lane, and the engine call of its batch
+        self._segments_ms: dict[str, deque[float]] = {
+            name: deque(maxlen=LATENCY_WINDOW) for name in ("transport", "queue_wait", "engine")
+        }
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=256)
         self.started = time.time()
         addresses = config.addresses
@@ -309,6 +316,7 @@ class EndpointServer:
             message = self.receiver.receive(timeout_s=0.1)
             if message is None:
                 continue
+            arrived = time.time()
             frames = message.arrays.get("frames")
             if message.kind != "frames" or frames is None or frames.ndim != 3 \
                     or len(message.frame_ids) != frames.shape[0]:  # fmt: skip
@@ -334,7 +342,7 @@ class EndpointServer:
                     position = None if message.positions_m is None else message.positions_m[index]
                     self._queue.append(
                         _Item(frames[index], message.frame_ids[index], position,
-                              message.timestamp, message.run_uid)
+                              message.timestamp, message.run_uid, arrived)
                     )  # fmt: skip
                 self._queue_ready.notify()
             if overflow:
@@ -402,6 +410,7 @@ class EndpointServer:
         frames = np.stack([item.frame for item in items])
         with self._lane_locks[lane]:
             engine = self._engines[lane]
+            started = time.time()
             output = engine.infer(frames)
             version = engine.info.model_version
         positions = [item.position for item in items]
@@ -430,13 +439,18 @@ class EndpointServer:
         if items[0].run_uid == self.run.run_uid:
             self.run.inferred += len(items)
         self._latencies_ms.extend((now - item.created) * 1e3 for item in items)
+        self._segments_ms["transport"].extend((i.received - i.created) * 1e3 for i in items)
+        self._segments_ms["queue_wait"].extend((started - i.received) * 1e3 for i in items)
+        self._segments_ms["engine"].extend([(now - started) * 1e3] * len(items))
         self._rate_window.append((time.monotonic(), len(items)))
         # frames waiting: let the publish thread send these while the engine runs the next
         self._publish(message, inline=not self._queue)
 
     # ---- control -------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        """Counters, queue depth, rate, latency percentiles, model version."""
+        """Counters, queue depth, rate, latency percentiles (end to end: frame creation to
+        result, and by segment: ``transport`` creation -> decoded here, ``queue_wait`` decoded
+        -> taken by a lane, ``engine`` the batch's engine call; ms), model version."""
         latencies = np.array(self._latencies_ms) if self._latencies_ms else np.zeros(1)
         window = list(self._rate_window)
         rate = 0.0
@@ -459,6 +473,13 @@ class EndpointServer:
             "rate_fps": rate,
             "latency_p50_ms": float(np.percentile(latencies, 50)),
             "latency_p99_ms": float(np.percentile(latencies, 99)),
+            "latency_segments_ms": {
+                name: {
+                    "p50": float(np.percentile(values, 50)) if values else 0.0,
+                    "p99": float(np.percentile(values, 99)) if values else 0.0,
+                }
+                for name, values in ((k, list(v)) for k, v in self._segments_ms.items())
+            },
             "run": asdict(self.run),
             "uptime_s": time.time() - self.started,
             "addresses": self.config.addresses,
