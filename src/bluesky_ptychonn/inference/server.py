@@ -74,9 +74,10 @@ class EndpointConfig:
         workers: ONNX Runtime sessions that split each batch between them (CPU only; the
             threads are divided among them).
         micro_batch: ONNX Runtime sessions run their share in pieces of this many frames.
-        lanes: independent infer threads, each with its own engine and ``threads // lanes``
-            CPU threads, each taking the next batch as soon as it is free (results may then
-            leave out of order; every frame is still answered once).
+        lanes: independent infer threads, each with its own engine (ONNX Runtime: with
+            ``threads // lanes`` CPU threads; PyTorch engines share torch's one thread pool),
+            each taking the next batch as soon as it is free (results may then leave out of
+            order; every frame is still answered once).
         buffer_frames: frames the endpoint holds before it drops (and reports) new ones.
         name: label in status replies and result messages.
     """
