@@ -93,6 +93,8 @@ def _train(
             batch_size=16,
             progress=False,
             num_threads=threads,
+            # the brief default keeps its first settings (its cached model stays valid);
+            # longer recipes: two learning-rate cycles (up a quarter, down a quarter), peak 3e-3
             half_cycle_epochs=1 if epochs <= 3 else epochs / 4,
             learning_rate=1e-3 if epochs <= 3 else 3e-3,
         ),
@@ -419,18 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     recipe = (args.train_patterns, args.train_epochs)
-    models_dir = (
-        HERE
-        / "results"
-        / "models"
-        / (
-            "quick"
-            if args.quick
-            else "bench"
-            if recipe == (1200, 3)
-            else f"bench-{args.train_patterns}x{args.train_epochs}"
-        )
-    )
+    if args.quick:
+        models_dir = HERE / "results" / "models" / "quick"
+    elif recipe == (1200, 3):
+        models_dir = HERE / "results" / "models" / "bench"
+    else:
+        models_dir = HERE / "results" / "models" / f"bench-{recipe[0]}x{recipe[1]}"
     records: list[dict] = []
     machine = {
         "cpu": _cpu_name(),

@@ -69,36 +69,18 @@ def raw_engine_rate(
     backend: str,
     precision: str | None,
     seconds: float,
+    lanes: int = 1,
     **engine_options,
 ) -> float:
     """Frames/s of the endpoint's engine (same backend, precision, options; no spinning) at
-    batch 32."""
-    engine = load_engine(model, backend, precision=precision, spin=False, **engine_options)
-    x = engine.preprocessing.apply(frames[:BATCH])
-    engine.warmup((BATCH,))
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        engine.run(x)
-        count += BATCH
-    return count / (time.perf_counter() - start)
-
-
-def raw_lanes_rate(
-    model: Path,
-    frames: np.ndarray,
-    backend: str,
-    precision: str | None,
-    seconds: float,
-    lanes: int,
-    **engine_options,
-) -> float:
-    """Frames/s of ``lanes`` engines with ``cores // lanes`` threads each, each run by its own
-    thread at batch 32 at the same time (the endpoint's lanes without the wire)."""
+    batch 32: one engine with the default threads, or ``lanes`` engines of ``cores // lanes``
+    threads each, each driven by its own thread at the same time (the endpoint's lanes
+    without the wire)."""
     import threading
 
     from bluesky_ptychonn.inference.onnx_engine import default_threads
 
-    threads = max(1, default_threads() // lanes)
+    threads = None if lanes == 1 else max(1, default_threads() // lanes)
     engines = [
         load_engine(model, backend, precision=precision, spin=False, threads=threads,
                     **engine_options)
@@ -115,11 +97,11 @@ def raw_lanes_rate(
             engines[lane].run(x)
             counts[lane] += BATCH
 
-    workers = [threading.Thread(target=drive, args=(lane,)) for lane in range(lanes)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    drivers = [threading.Thread(target=drive, args=(lane,)) for lane in range(lanes)]
+    for driver in drivers:
+        driver.start()
+    for driver in drivers:
+        driver.join()
     rate = sum(counts) / (time.perf_counter() - start)
     for engine in engines:
         engine.close()
@@ -275,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         raw_lanes = None
         if args.lanes > 1:
-            raw_lanes = raw_lanes_rate(
+            raw_lanes = raw_engine_rate(
                 model, frames, args.backend, args.precision, raw_seconds, args.lanes,
                 **engine_options,
             )  # fmt: skip
