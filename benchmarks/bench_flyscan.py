@@ -41,6 +41,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from bluesky_ptychonn.commands.bench import write_records
+
 
 class FrameCounter:
     """A document callback: when did each frame's documents arrive?"""
@@ -236,9 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(json.dumps(records[-1], indent=2))
     shutil.rmtree(files, ignore_errors=True)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(records, indent=2))
+    write_records(args.json, records)
     return 0
 
 

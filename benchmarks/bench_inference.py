@@ -30,7 +30,6 @@ reduced-precision comparison real structure to lose. Trained models are kept und
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -39,6 +38,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bluesky_ptychonn.commands.bench import write_records
 
 HERE = Path(__file__).resolve().parent
 BATCHES = (1, 8, 32, 64)
@@ -418,8 +419,6 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = args.threads or _cores()
     torch.set_num_threads(threads)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
     recipe = (args.train_patterns, args.train_epochs)
     if args.quick:
         models_dir = HERE / "results" / "models" / "quick"
@@ -441,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         for record in _measure_model(name, model, args, threads):
             record.update(machine, load_average_1min_at_end=os.getloadavg()[0])
             records.append(record)
-    out.write_text(json.dumps(records, indent=1) + "\n")
+    out = write_records(args.json, records, indent=1)
     table = markdown_table(records)
     print("\n" + table)
     if args.markdown:

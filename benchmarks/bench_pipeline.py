@@ -24,7 +24,6 @@ Measured in one run:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bluesky_ptychonn.commands.bench import write_records
 from bluesky_ptychonn.geometry import PixelGrid
 from bluesky_ptychonn.inference.loader import load_engine
 from bluesky_ptychonn.inference.process import EndpointProcess
@@ -307,9 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{result['wall_seconds']:.1f} s"
                 )
     print(f"stitching alone: {stitch[False]:.0f} patches/s ({stitch[True]:.0f} with alignment)")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(records, indent=2))
+    write_records(args.json, records)
     return 0
 
 

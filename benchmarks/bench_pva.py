@@ -28,9 +28,10 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
+
+from bluesky_ptychonn.commands.bench import write_records
 
 SHAPE = (128, 128)
 POOL = 64  # distinct frames cycled by the publisher
@@ -310,9 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                 else ")"
             )
         )
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(records, indent=2))
+    write_records(args.json, records)
     return 0
 
 

@@ -23,7 +23,6 @@ Without it the pty-chi records carry ``"error"`` and the rest still runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,6 +30,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+from bluesky_ptychonn.commands.bench import write_records
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -245,11 +246,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     records: list[dict[str, Any]] = []
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after each part, so a long run keeps what it has measured
-        out.write_text(json.dumps(records, indent=1, allow_nan=False, default=float))
+        write_records(args.json, records, indent=1, allow_nan=False, default=float)
 
     if not args.skip_epie:
         dataset = simulated_scan(quick)
@@ -279,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             save()
     save()
-    print(f"wrote {len(records)} records to {out} in {time.perf_counter() - started:.0f} s")
+    print(f"wrote {len(records)} records to {args.json} in {time.perf_counter() - started:.0f} s")
     return 0
 
 

@@ -11,15 +11,14 @@ precomputed forward model is measured against. Writes a JSON list of records.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
+from bluesky_ptychonn.commands.bench import write_records
 from bluesky_ptychonn.geometry import patch_corners
 from bluesky_ptychonn.sim import SimBeamline, SimBeamlineConfig
 from bluesky_ptychonn.sim.scans import fermat_spiral
@@ -109,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"({measured / beamline.detector.max_frame_rate_hz:4.2f}x detector rate, "
                 f"{measured / naive:4.2f}x naive)"
             )
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(records, indent=2))
+    write_records(args.json, records)
     return 0
 
 

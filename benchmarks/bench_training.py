@@ -20,12 +20,13 @@ One record per held-out sample: ``sample``, ``phase_ssim_mean``, ``phase_ssim_me
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
+
+from bluesky_ptychonn.commands.bench import write_records
 
 HERE = Path(__file__).resolve().parent
 # (label, sample kind, sample options): the held-out kinds at their standard feature sizes and
@@ -172,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             f"MAE {scores['phase_mae_rad']:.3f} rad",
             flush=True,
         )
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(records, indent=1) + "\n")
+    out = write_records(args.json, records, indent=1)
     print(f"trained {result.seconds:.0f} s; wrote {out}", file=sys.stderr)
     return 0
 

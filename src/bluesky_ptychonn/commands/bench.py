@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def benchmarks_dir() -> Path:
@@ -23,6 +25,19 @@ def benchmarks_dir() -> Path:
         "no benchmarks/ folder found: run from a checkout of bluesky-ptychonn "
         f"(looked in {', '.join(str(c) for c in candidates)})"
     )
+
+
+def write_records(
+    path: str | Path, records: list[dict[str, Any]], *, indent: int = 2, **dumps: Any
+) -> Path:
+    """Write a benchmark's records as a JSON list (the parent folder is made if missing).
+
+    ``dumps`` goes to `json.dumps` (e.g. ``allow_nan=False``, ``default=float``).
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(records, indent=indent, **dumps) + "\n")
+    return out
 
 
 def available() -> dict[str, Path]:
