@@ -15,6 +15,8 @@ Layout under that root (`TiledLayout`; every name can be changed):
                     metadata ``scan_uid``, ``kind``, ``model_version``, ... (`tiled_results`)
 ``training``        training pairs with provenance (`tiled_results`)
 ``models``          one container per model version: sidecar, metrics, files (`tiled_models`)
+``continual``       the continual-learning loop: one record per scan (decision, reason,
+                    mismatch, model in service) and the loop's state (`retrain.tiled`)
 ==================  ===========================================================================
 
 Why reconstructions are not children of the run container: ``TiledWriter`` owns the run node
@@ -116,6 +118,7 @@ class TiledLayout:
     reconstructions: str = "reconstructions"
     training: str = "training"
     models: str = "models"
+    continual: str = "continual"
 
 
 @dataclass

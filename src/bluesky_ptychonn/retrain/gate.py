@@ -1,0 +1,207 @@
+"""Step *gate*: how far the model in service is from the new labels, and what to do about it.
+
+`score_step` (worker side, needs torch) runs a model on labelled pairs and measures the
+mismatch over the illuminated region: per-patch phase SSIM (`model.evaluate`) and the mean
+absolute phase error. `Gate` (pure Python, RunEngine side) turns a mismatch into a decision with
+its reason, and keeps the suspension state of the paper's loop:
+
+============================  =====================================================================
+``train_from_scratch``        no model in service yet
+``fine_tune``                 the mismatch exceeds the tolerance
+``resume``                    suspended, the recheck found a mismatch again: fine-tune
+``suspend``                   the mismatch is within tolerance: stop reconstructing and training,
+                              check again after ``recheck_interval_s``
+``skip``                      suspended and the recheck is not due: the run is not reconstructed
+============================  =====================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .options import GateOptions
+
+ACTIONS = ("train_from_scratch", "fine_tune", "resume", "suspend", "skip")
+TRAINING_ACTIONS = ("train_from_scratch", "fine_tune", "resume")
+
+
+@dataclass
+class Mismatch:
+    """A model against labels over the illuminated region.
+
+    Attributes:
+        ssim_mean, ssim_median: per-patch phase SSIM statistics (1 = identical).
+        phase_mae_rad: mean absolute wrapped phase error (rad).
+        amplitude_mae: mean absolute amplitude error (dimensionless).
+        n_pairs: pairs compared.
+    """
+
+    ssim_mean: float
+    ssim_median: float
+    phase_mae_rad: float
+    amplitude_mae: float
+    n_pairs: int
+
+    @property
+    def mismatch(self) -> float:
+        """``1 - mean phase SSIM``: the paper's structural-similarity mismatch."""
+        return 1.0 - self.ssim_mean
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "mismatch": self.mismatch}
+
+
+@dataclass
+class Decision:
+    """What the loop does with a run, and why (JSON-ready with `to_dict`)."""
+
+    action: str
+    reason: str
+    mismatch: Mismatch | None = None
+
+    @property
+    def trains(self) -> bool:
+        return self.action in TRAINING_ACTIONS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "reason": self.reason,
+            "mismatch": None if self.mismatch is None else self.mismatch.to_dict(),
+        }
+
+
+class Gate:
+    """The decision rule and its suspension state (see the module docstring).
+
+    Args:
+        options: tolerances and the recheck interval.
+        suspended_until: epoch seconds before which runs are skipped (None: not suspended);
+            restored from the loop's saved state.
+    """
+
+    def __init__(self, options: GateOptions, suspended_until: float | None = None):
+        options.validate()
+        self.options = options
+        self.suspended_until = suspended_until
+
+    @property
+    def suspended(self) -> bool:
+        return self.suspended_until is not None
+
+    def before_reconstruction(self, now_s: float) -> Decision | None:
+        """``skip`` while suspended and the recheck is not due; None: reconstruct and gate."""
+        if self.suspended_until is not None and now_s < self.suspended_until:
+            left = self.suspended_until - now_s
+            return Decision(
+                "skip",
+                f"suspended: the model agreed with the last labels; next check in {left:.0f} s",
+            )
+        return None
+
+    def decide(self, mismatch: Mismatch | None, now_s: float) -> Decision:
+        """The decision for a run whose labels were scored (``mismatch`` None: no model)."""
+        if mismatch is None:
+            self.suspended_until = None
+            return Decision("train_from_scratch", "no model in service: train one from scratch")
+        opts = self.options
+        too_far = []
+        if mismatch.mismatch > opts.tolerance_ssim:
+            too_far.append(
+                f"phase SSIM mismatch {mismatch.mismatch:.3f} > tolerance {opts.tolerance_ssim:g}"
+            )
+        if (
+            opts.tolerance_phase_rad is not None
+            and mismatch.phase_mae_rad > opts.tolerance_phase_rad
+        ):
+            too_far.append(
+                f"phase error {mismatch.phase_mae_rad:.3f} rad > tolerance "
+                f"{opts.tolerance_phase_rad:g} rad"
+            )
+        if too_far:
+            action = "resume" if self.suspended else "fine_tune"
+            self.suspended_until = None
+            return Decision(action, "; ".join(too_far), mismatch)
+        self.suspended_until = now_s + opts.recheck_interval_s
+        return Decision(
+            "suspend",
+            f"phase SSIM mismatch {mismatch.mismatch:.3f} within tolerance "
+            f"{opts.tolerance_ssim:g}: reconstruction and training suspended for "
+            f"{opts.recheck_interval_s:g} s",
+            mismatch,
+        )
+
+
+def score_step(
+    model_dir: str, label_paths: list[str], *, holdout_only: bool = True, threads: int | None = None
+) -> dict[str, Any]:
+    """A model's mismatch (`Mismatch.to_dict`) on label sets; worker side (torch).
+
+    Args:
+        model_dir: the model folder (sidecar + weights; sha256 checked).
+        label_paths: `labels.LabelSet` files; their holdout parts (or everything) are scored.
+        holdout_only: score only the frozen holdout pairs.
+        threads: torch CPU threads.
+
+    Raises:
+        ValueError: labels of another grid than the model's output, weights with NaN.
+    """
+    import numpy as np
+    import torch
+
+    from ..model.checkpoint import load_model
+    from ..model.data import illuminated_mask
+    from ..model.evaluate import patch_phase_ssim, phase_mae, predict
+    from .labels import LabelSet
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    model, sidecar = load_model(model_dir)
+    check_finite_weights(model, sidecar.version)
+    ssim_parts, phase_parts, amp_parts = [], [], []
+    for path in label_paths:
+        label_set = LabelSet.load(path)
+        frames, labels = (
+            label_set.part(holdout=True) if holdout_only else (label_set.frames, label_set.labels)
+        )
+        if labels.shape[-2:] != tuple(model.config.input_shape):
+            raise ValueError(
+                f"labels {path} are {labels.shape[-2]}x{labels.shape[-1]} but model "
+                f"{sidecar.version} outputs {model.config.input_shape}"
+            )
+        if tuple(frames.shape[-2:]) != tuple(sidecar.preprocessing.frame_shape):
+            raise ValueError(
+                f"labels {path} hold {frames.shape[-2]}x{frames.shape[-1]} patterns but model "
+                f"{sidecar.version} takes {tuple(sidecar.preprocessing.frame_shape)} frames"
+            )
+        predictions = predict(model, sidecar.preprocessing.apply(frames))
+        mask = illuminated_mask(label_set.weights)
+        ssim_parts.append(patch_phase_ssim(predictions, labels, label_set.weights, mask=mask))
+        n = labels.shape[0]
+        phase_parts.append((phase_mae(predictions, labels, mask), n))
+        amp = np.abs(predictions[:, 1] - labels[:, 1])[:, mask]
+        amp_parts.append((float(amp.mean()), n))
+    ssim = np.concatenate(ssim_parts)
+    total = sum(n for _, n in phase_parts)
+    mismatch = Mismatch(
+        ssim_mean=float(np.mean(ssim)),
+        ssim_median=float(np.median(ssim)),
+        phase_mae_rad=sum(v * n for v, n in phase_parts) / total,
+        amplitude_mae=sum(v * n for v, n in amp_parts) / total,
+        n_pairs=int(total),
+    )
+    return mismatch.to_dict()
+
+
+def mismatch_from_dict(d: dict[str, Any]) -> Mismatch:
+    return Mismatch(**{k: d[k] for k in Mismatch.__dataclass_fields__})
+
+
+def check_finite_weights(model: Any, version: str) -> None:
+    """ValueError when any weight of ``model`` is NaN or infinite (a corrupt or failed model)."""
+    import torch
+
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"model {version} has NaN or infinite weights ({name}): refused")

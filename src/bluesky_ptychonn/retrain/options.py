@@ -1,0 +1,192 @@
+"""Settings of the continual-learning loop, as typed dataclasses (JSON / TOML ready).
+
+Defaults follow the paper (Babu et al. 2023): retrain when the structural similarity of the
+model in service to the new labels is more than 10 % off, 50 more epochs with a cyclic learning
+rate, Adam and MAE, the weights with the lowest loss on 10 % held out; when the model agrees with
+the labels, reconstruction and retraining are suspended and the data are checked again hourly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+RECON_DEFAULTS: dict[str, Any] = {"algorithm": "epie", "iterations": 100, "progress": False}
+"""The loop's ePIE settings (`recon.options.EPIEOptions` fields; the package's defaults else).
+
+Kept as a plain mapping so that the RunEngine-side parts of the loop never import torch; the
+labelling step builds and validates the option set on its worker."""
+
+
+@dataclass
+class GateOptions:
+    """When the model in service is retrained.
+
+    Attributes:
+        tolerance_ssim: largest tolerated mismatch ``1 - mean phase SSIM`` (dimensionless) of
+            the model in service against the new labels' held-out part, over the illuminated
+            region. The paper's example: 0.10.
+        tolerance_phase_rad: also retrain when the mean absolute phase error (rad, illuminated
+            region) exceeds this; None: SSIM only.
+        recheck_interval_s: while suspended, runs that finish sooner than this after the last
+            check are skipped (no reconstruction at all); the next one is checked (s). The
+            paper's example: hourly.
+        holdout_fraction: fraction of each scan's labels frozen as holdout: never trained on,
+            used by the gate and to judge a challenger against the model in service.
+    """
+
+    tolerance_ssim: float = 0.10
+    tolerance_phase_rad: float | None = None
+    recheck_interval_s: float = 3600.0
+    holdout_fraction: float = 0.1
+
+    def validate(self) -> None:
+        if not 0 < self.tolerance_ssim < 1:
+            raise ValueError(f"tolerance_ssim must lie in (0, 1), got {self.tolerance_ssim!r}")
+        if self.tolerance_phase_rad is not None and not self.tolerance_phase_rad > 0:
+            raise ValueError(
+                f"tolerance_phase_rad must be positive, got {self.tolerance_phase_rad!r}"
+            )
+        if not self.recheck_interval_s >= 0:
+            raise ValueError(f"recheck_interval_s must be >= 0, got {self.recheck_interval_s!r}")
+        if not 0 < self.holdout_fraction < 0.5:
+            raise ValueError(
+                f"holdout_fraction must lie in (0, 0.5), got {self.holdout_fraction!r}"
+            )
+
+
+@dataclass
+class ScratchModel:
+    """The network built when no model is in service (the start of an experiment).
+
+    Attributes:
+        architecture: a `model.architectures` preset name ("edge" or "ptychonn").
+        input_px: side of the network input (pixels); frames larger than that are cropped
+            (same field of view, coarser object pixels), smaller frames set it.
+        base_channels, depth, batch_norm: as `ModelConfig.preset`.
+        epochs: training epochs from scratch.
+    """
+
+    architecture: str = "edge"
+    input_px: int = 32
+    base_channels: int = 8
+    depth: int = 3
+    batch_norm: bool = True
+    epochs: int = 60
+
+
+@dataclass
+class TrainOptions:
+    """How a challenger is trained (warm start from the model in service, or from scratch).
+
+    Attributes:
+        epochs: fine-tuning epochs (the paper: 50).
+        batch_size, learning_rate: Adam batch and peak of the cyclic learning rate.
+        replay_pairs: at most this many pairs from earlier scans' labels join the new ones
+            (so the model does not forget); drawn evenly over the earlier scans.
+        min_improvement: a challenger is promoted only when its holdout phase error is below
+            ``(1 - min_improvement)`` times the model in service's.
+        threads: CPU threads for torch in the training step (None: torch's default).
+        seed: seed of the split, shuffling, replay draw and initial weights.
+    """
+
+    epochs: int = 50
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    replay_pairs: int = 4000
+    min_improvement: float = 0.0
+    threads: int | None = None
+    seed: int = 0
+    scratch: ScratchModel = field(default_factory=ScratchModel)
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be at least 1")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if self.replay_pairs < 0:
+            raise ValueError(f"replay_pairs must be >= 0, got {self.replay_pairs!r}")
+        if not 0 <= self.min_improvement < 1:
+            raise ValueError(f"min_improvement must lie in [0, 1), got {self.min_improvement!r}")
+
+
+@dataclass
+class PromoteOptions:
+    """How a promoted model reaches the endpoint.
+
+    Attributes:
+        onnx: also export ONNX (what the endpoint's ONNX Runtime / TensorRT engines load).
+        push_attempts: attempts at the endpoint's hot swap before the push is left pending
+            (retried at the next scan); the model stays registered either way.
+        push_retry_s: first wait between attempts (doubles each time), s.
+        push_timeout_s: reply timeout of one hot swap, s.
+    """
+
+    onnx: bool = True
+    push_attempts: int = 3
+    push_retry_s: float = 0.5
+    push_timeout_s: float = 120.0
+
+
+@dataclass
+class LoopOptions:
+    """Everything the loop needs; `from_mapping` reads a TOML table / JSON object.
+
+    Attributes:
+        gate, train, promote: see their classes.
+        recon: ePIE settings for the labels (see `RECON_DEFAULTS`).
+        step_retries: reruns of a step whose worker died (Dask ``retries``).
+    """
+
+    gate: GateOptions = field(default_factory=GateOptions)
+    train: TrainOptions = field(default_factory=TrainOptions)
+    promote: PromoteOptions = field(default_factory=PromoteOptions)
+    recon: dict[str, Any] = field(default_factory=lambda: dict(RECON_DEFAULTS))
+    step_retries: int = 2
+
+    def validate(self) -> None:
+        self.gate.validate()
+        self.train.validate()
+        if self.step_retries < 0:
+            raise ValueError(f"step_retries must be >= 0, got {self.step_retries!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_mapping(cls, table: dict[str, Any]) -> LoopOptions:
+        """Options from a plain mapping; unknown keys raise ValueError naming them."""
+        table = dict(table)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(table) - known
+        if unknown:
+            raise ValueError(f"unknown continual-learning options {sorted(unknown)}")
+        kwargs: dict[str, Any] = {}
+        nested = {"gate": GateOptions, "train": TrainOptions, "promote": PromoteOptions}
+        for name, sub in nested.items():
+            if name in table:
+                kwargs[name] = _dataclass_from(sub, table.pop(name), name)
+        if "recon" in table:
+            recon = dict(RECON_DEFAULTS)
+            recon.update(table.pop("recon"))
+            kwargs["recon"] = recon
+        kwargs.update(table)
+        options = cls(**kwargs)
+        options.validate()
+        return options
+
+
+def _dataclass_from(cls: type, value: Any, where: str) -> Any:
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be a table, got {type(value).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(value) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {where} options {sorted(unknown)}")
+    kwargs = dict(value)
+    if cls is TrainOptions and isinstance(kwargs.get("scratch"), dict):
+        kwargs["scratch"] = _dataclass_from(ScratchModel, kwargs["scratch"], f"{where}.scratch")
+    return cls(**kwargs)
