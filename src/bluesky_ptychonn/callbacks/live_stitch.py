@@ -10,9 +10,17 @@ subscriber is connected). Results of a stream the stitcher does not know yet are
 the descriptor names it. They go into a `stitch.Mosaic` (probe-shaped Gaussian weights of the
 beam size, duplicates dropped by frame id), each new patch rotated to agree with what is
 already there (greedy alignment, for the live view). ``snapshot()`` is safe to call from any
-thread (for the live view and the Tiled writer); at the stop document the stitcher waits until
-every frame of the run is stitched (or ``settle_timeout_s`` passes), then hands the final
-snapshot to its consumers.
+thread (for the live view and the Tiled writer).
+
+The stop document starts the end of a run, it does not wait for it: the run is handed to the
+stitcher's own finishing thread, which waits until every frame of the run is stitched (or
+``settle_timeout_s`` passes), synchronises the phases, makes the final snapshot (its
+``run_uid`` is the run's start uid) and hands it to the consumers (``consumers=`` or
+`add_consumer`; the live view and the Tiled mosaic writer take their final picture from there).
+So a slow endpoint never holds the RunEngine's thread, and the next run starts at once: state is
+kept per run (results are routed by their stream id), so the next run's patches are stitched
+while the previous run is still being finished. `wait` blocks until every stopped run's final
+snapshot is made; ``last_snapshot`` waits the same way, then gives the newest final snapshot.
 
 Global phase synchronisation: the stitcher keeps the run's patches (8 bytes a pixel, float32
 phase and amplitude: 32 KiB a 64x64 patch, 3.3 GB for 100,000 of them, so by default up to
@@ -32,10 +40,12 @@ arriving meanwhile, greedily aligned); only the rebuild holds it. The final snap
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +56,7 @@ from ..stitch.mosaic import Mosaic, MosaicSnapshot
 from ..stitch.weights import gaussian_weight
 from ..stream.sockets import ResultCollector, ResultSubscriber
 from ..stream.wire import Message
+from .mosaic_source import SnapshotConsumer
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +64,49 @@ HELD_MESSAGES = 10_000  # result messages held while a run's stream id is not kn
 KEEP_PATCHES_BYTES = 2 << 30  # default memory for a run's kept patches (65,536 of 64x64)
 
 
+@dataclass
+class _Run:
+    """What the stitcher knows of one run, from its start document to its final snapshot."""
+
+    start: dict[str, Any]
+    stream_id: str | None = None
+    mosaic: Mosaic | None = None
+    collector: ResultCollector = field(default_factory=ResultCollector)
+    model_version: str = ""
+    frames_rejected: int = 0
+    stop: dict[str, Any] | None = None
+    stopped_at: float = 0.0  # time.monotonic() of the stop document
+
+    @property
+    def uid(self) -> str:
+        return str(self.start.get("uid", ""))
+
+    @property
+    def expected(self) -> int:
+        return int(self.start.get("num_points") or 0)
+
+    @property
+    def frames_stitched(self) -> int:
+        mosaic = self.mosaic
+        return 0 if mosaic is None else mosaic.frames_used + mosaic.frames_outside
+
+
 class LiveStitcher(CallbackBase):
     """Stitch the endpoint's patches of each run into a mosaic (see the module docstring).
 
     Args:
+        results_addresses: the endpoints' result sockets (None: patches come inside the
+            documents, the ``ptychonn`` stream of `LiveInference`).
         endpoint_name: name of the `InferenceEndpoint` device in the documents.
         align_phase: rotate each patch to agree with the mosaic where they overlap.
         subpixel: place patches at their exact sub-pixel positions (slower).
-        consumers: called with the final `MosaicSnapshot` of each run.
-        settle_timeout_s: longest wait at the stop document for late patches.
-        synchronise: synchronise the phases of all the run's patches globally at the stop
-            document, before the final snapshot.
+        consumers: called with the final `MosaicSnapshot` of each run, on the stitcher's
+            finishing thread (never the RunEngine's); more with `add_consumer`.
+        settle_timeout_s: longest wait, counted from the stop document, for late patches.
+        synchronise: synchronise the phases of all the run's patches globally before the
+            final snapshot.
         resync_every: also synchronise in ``snapshot()`` once this many patches arrived since
-            the last synchronisation (None: only at the stop document).
+            the last synchronisation (None: only at the end of the run).
         keep_patches_bytes: memory for the kept patches of a run (see the module docstring).
         sync_iterations: power iteration budget of one synchronisation.
     """
@@ -77,7 +118,7 @@ class LiveStitcher(CallbackBase):
         endpoint_name: str = "endpoint",
         align_phase: bool = True,
         subpixel: bool = False,
-        consumers: Iterable[Callable[[MosaicSnapshot], None]] = (),
+        consumers: Iterable[SnapshotConsumer] = (),
         settle_timeout_s: float = 60.0,
         synchronise: bool = True,
         resync_every: int | None = None,
@@ -92,7 +133,7 @@ class LiveStitcher(CallbackBase):
         self.endpoint_name = endpoint_name
         self.align_phase = align_phase
         self.subpixel = subpixel
-        self.consumers = list(consumers)
+        self.consumers: list[SnapshotConsumer] = list(consumers)
         self.settle_timeout_s = settle_timeout_s
         self.synchronise = synchronise
         self.resync_every = resync_every
@@ -100,14 +141,15 @@ class LiveStitcher(CallbackBase):
         self.sync_iterations = sync_iterations
         self._lock = threading.Lock()
         self._resyncing = threading.Lock()
-        self._start: dict[str, Any] | None = None
-        self._stream_id: str | None = None
+        self._current: _Run | None = None  # between the start and the stop document
+        self._latest: _Run | None = None  # the newest run, stopped or not (for snapshot())
+        self._by_stream: dict[str, _Run] = {}  # runs that still take patches, by stream id
         self._held: deque[Message] = deque(maxlen=HELD_MESSAGES)
-        self._mosaic: Mosaic | None = None
-        self._model_version = ""
-        self._collector = ResultCollector()
-        self.last_snapshot: MosaicSnapshot | None = None
-        self.frames_rejected = 0
+        self._last_snapshot: MosaicSnapshot | None = None
+        self._finishing: queue.Queue[_Run | None] = queue.Queue()
+        self._unfinished = 0  # stopped runs whose final snapshot is not made yet
+        self._finished = threading.Condition()
+        self._finisher: threading.Thread | None = None
         self._closing = threading.Event()
         self._subscriber = self._listener = None
         warm_up()  # the stitching kernel loads now, not when the first patches of a scan arrive
@@ -118,32 +160,35 @@ class LiveStitcher(CallbackBase):
             )
             self._listener.start()
 
+    def add_consumer(self, consumer: SnapshotConsumer) -> None:
+        """Call ``consumer(final_snapshot)`` at the end of every later run."""
+        self.consumers.append(consumer)
+
     # ---- documents -----------------------------------------------------------------------------
     def start(self, doc: dict[str, Any]) -> None:
+        run = _Run(start=doc)
         with self._lock:
-            self._start = doc
-            self._stream_id = None
-            self._mosaic = None
-            self._collector = ResultCollector()
-            self.frames_rejected = 0
-            self.last_snapshot = None
+            self._current = self._latest = run
 
     def descriptor(self, doc: dict[str, Any]) -> None:
         configuration = doc.get("configuration", {}).get(self.endpoint_name)
-        if configuration is None or self._stream_id is not None:
+        run = self._current
+        if configuration is None or run is None or run.stream_id is not None:
             return
         stream_id = configuration["data"][f"{self.endpoint_name}_stream_id"]
         with self._lock:
-            self._stream_id = stream_id
+            run.stream_id = stream_id
+            self._by_stream[stream_id] = run
             held = [m for m in self._held if m.run_uid == stream_id]
             self._held.clear()
         for message in held:
-            self._stitch(message)
+            self._stitch(run, message)
 
     def event(self, doc: dict[str, Any]) -> None:
         """Patches inside documents (the ``ptychonn`` stream of `LiveInference`)."""
         data = doc["data"]
-        if "ptychonn_phase" not in data:
+        run = self._current
+        if "ptychonn_phase" not in data or run is None:
             return
         positions = None
         if "beam_y" in data and "beam_x" in data:
@@ -156,55 +201,115 @@ class LiveStitcher(CallbackBase):
             },
             frame_ids=[int(data.get("frame_index", doc["seq_num"]))],
             positions_m=positions,
-            model_version=(self._start or {}).get("ptychonn_model_version", ""),
-            extra={"pixel_scale": (self._start or {}).get("ptychonn_pixel_scale", 1.0)},
+            model_version=run.start.get("ptychonn_model_version", ""),
+            extra={"pixel_scale": run.start.get("ptychonn_pixel_scale", 1.0)},
         )
-        self._stitch(message)
+        self._stitch(run, message)
 
     def stop(self, doc: dict[str, Any]) -> None:
-        expected = int((self._start or {}).get("num_points") or 0)
-        deadline = time.monotonic() + self.settle_timeout_s
+        """Hand the run to the finishing thread and return at once (see the module docstring)."""
+        with self._lock:
+            run, self._current = self._current, None
+        if run is None:
+            return
+        run.stop = doc
+        run.stopped_at = time.monotonic()
+        with self._finished:
+            self._unfinished += 1
+            if self._finisher is None:
+                self._finisher = threading.Thread(
+                    target=self._finish_forever, name="live-stitcher-finish", daemon=True
+                )
+                self._finisher.start()
+        self._finishing.put(run)
+
+    # ---- the end of a run, on the finishing thread -----------------------------------------------
+    def _finish_forever(self) -> None:
+        while True:
+            run = self._finishing.get()
+            if run is None:
+                return
+            try:
+                self._finish(run)
+            except Exception:  # a bug here must not stop the finishing of later runs
+                log.exception("finishing the live mosaic of run %s failed", run.uid)
+            finally:
+                with self._finished:
+                    self._unfinished -= 1
+                    self._finished.notify_all()
+
+    def _finish(self, run: _Run) -> None:
+        expected = run.expected
+        deadline = run.stopped_at + self.settle_timeout_s
         while (
             self._listener is not None
-            and self._stream_id is not None
-            and (time.monotonic() < deadline)
+            and run.stream_id is not None
+            and not self._closing.is_set()
+            and time.monotonic() < deadline
         ):
-            if expected and self.frames_stitched + self.frames_rejected >= expected:
+            if expected and run.frames_stitched + run.frames_rejected >= expected:
                 break
             time.sleep(0.01)
+        with self._lock:
+            if run.stream_id is not None:
+                self._by_stream.pop(run.stream_id, None)  # late patches of this run are dropped
         if self.synchronise:
-            self._resync(wait=True)
-            kept = None if self._mosaic is None else self._mosaic.kept
+            self._resync(run, wait=True)
+            kept = None if run.mosaic is None else run.mosaic.kept
             if kept is not None and kept.overflowed:
                 log.warning(
                     "run %s: more patches than keep_patches_bytes=%d holds, the mosaic was "
                     "not synchronised globally (greedy alignment only)",
-                    doc.get("run_start"), self.keep_patches_bytes,
+                    run.uid, self.keep_patches_bytes,
                 )  # fmt: skip
-        snapshot = self._snapshot()
-        with self._lock:
-            self._stream_id = None
-        self.last_snapshot = snapshot
+        snapshot = self._snapshot(run)
         if snapshot is None:
-            log.warning("run %s: no patch arrived to stitch", doc.get("run_start"))
+            log.warning("run %s: no patch arrived to stitch", run.uid)
             return
+        self._last_snapshot = snapshot
         if expected and snapshot.frames_used + snapshot.frames_outside < expected:
             log.warning(
                 "run %s: %d of %d frames stitched before the timeout",
-                doc.get("run_start"), snapshot.frames_used, expected,
+                run.uid, snapshot.frames_used, expected,
             )  # fmt: skip
-        for consumer in self.consumers:
-            consumer(snapshot)
+        for consumer in list(self.consumers):
+            try:
+                consumer(snapshot)
+            except Exception:  # one consumer's failure must not starve the others
+                log.exception("a consumer of run %s's final mosaic failed", run.uid)
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait until the final snapshot of every stopped run is made (and handed to the
+        consumers); False if ``timeout_s`` passed first. Returns at once on the finishing
+        thread itself (a consumer asking would otherwise wait for itself)."""
+        if threading.current_thread() is self._finisher:
+            return self._unfinished <= 1
+        with self._finished:
+            return self._finished.wait_for(lambda: self._unfinished == 0, timeout_s)
+
+    @property
+    def last_snapshot(self) -> MosaicSnapshot | None:
+        """The newest run's final snapshot, after waiting (up to ``settle_timeout_s`` + 120 s)
+        for runs that stopped but are still being finished; None before any."""
+        self.wait(self.settle_timeout_s + 120.0)
+        return self._last_snapshot
+
+    @property
+    def frames_rejected(self) -> int:
+        """Frames of the newest run that the endpoint rejected or dropped."""
+        run = self._latest
+        return 0 if run is None else run.frames_rejected
 
     # ---- patches -------------------------------------------------------------------------------
     @property
     def frames_stitched(self) -> int:
-        mosaic = self._mosaic
-        return 0 if mosaic is None else mosaic.frames_used + mosaic.frames_outside
+        """Patches of the newest run taken so far (on the canvas or outside it)."""
+        run = self._latest
+        return 0 if run is None else run.frames_stitched
 
-    def _new_mosaic(self, patch_shape: tuple[int, int], pixel_scale: float) -> Mosaic:
+    def _new_mosaic(self, run: _Run, patch_shape: tuple[int, int], pixel_scale: float) -> Mosaic:
         """A canvas over the scanned area at the patches' pixel size (object pixel x scale)."""
-        start = self._start or {}
+        start = run.start
         pixel = float(start["object_pixel_size_m"]) * pixel_scale
         extent = np.asarray(start.get("scan_extent_m", (0.0, 0.0)), dtype=float).reshape(-1)
         extent = np.resize(extent, 2)
@@ -224,17 +329,19 @@ class LiveStitcher(CallbackBase):
     def add(self, message: Message) -> None:
         """Take one result message from the wire (held if its stream is not known yet)."""
         with self._lock:
-            if self._stream_id is None or message.run_uid != self._stream_id:
-                if self._start is not None and self._stream_id is None:
+            run = self._by_stream.get(message.run_uid)
+            if run is None:
+                current = self._current
+                if current is None or current.stream_id is None:
                     self._held.append(message)
                 return
-        self._stitch(message)
+        self._stitch(run, message)
 
-    def _stitch(self, message: Message) -> None:
+    def _stitch(self, run: _Run, message: Message) -> None:
         if message.kind == "rejected":
-            self.frames_rejected += len(message.frame_ids)
+            run.frames_rejected += len(message.frame_ids)
             return
-        fresh = self._collector.new_indices(message)
+        fresh = run.collector.new_indices(message)
         if not fresh.size:
             return
         if message.positions_m is None:
@@ -242,13 +349,13 @@ class LiveStitcher(CallbackBase):
         phase = message.arrays["phase"][fresh]
         amplitude = message.arrays.get("amplitude")
         with self._lock:
-            if self._mosaic is None:
+            if run.mosaic is None:
                 scale = float(message.extra.get("pixel_scale", 1.0))
-                self._mosaic = self._new_mosaic(phase.shape[1:], scale)
-            self._mosaic.add(
+                run.mosaic = self._new_mosaic(run, phase.shape[1:], scale)
+            run.mosaic.add(
                 phase, None if amplitude is None else amplitude[fresh], message.positions_m[fresh]
             )
-            self._model_version = message.model_version or self._model_version
+            run.model_version = message.model_version or run.model_version
 
     def _listen(self) -> None:
         while not self._closing.is_set():
@@ -260,48 +367,59 @@ class LiveStitcher(CallbackBase):
             except ValueError:
                 log.exception("could not stitch a result message")
 
-    def close(self) -> None:
-        """Stop listening (the stitcher cannot be used afterwards)."""
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop listening, finish the stopped runs without waiting for more patches (up to
+        ``timeout_s``), and stop the threads; idempotent. The stitcher cannot be used
+        afterwards."""
         self._closing.set()
         if self._listener is not None:
             self._listener.join(timeout=5)
             self._subscriber.close()
+            self._listener = None
+        finisher = self._finisher
+        if finisher is not None and finisher.is_alive():
+            self._finishing.put(None)
+            finisher.join(timeout=timeout_s)
 
     def snapshot(self) -> MosaicSnapshot | None:
-        """The mosaic now (copies), or None before the first patch.
+        """The newest run's mosaic now (copies), or None before its first patch.
 
         With ``resync_every``, first synchronises the phases of all patches globally when that
         many arrived since the last time (unless another thread is doing it already).
         """
-        mosaic = self._mosaic
+        run = self._latest
+        if run is None:
+            return None
+        mosaic = run.mosaic
         if (
             self.resync_every is not None
             and mosaic is not None
             and mosaic.patches_since_sync >= self.resync_every
         ):
-            self._resync(wait=False)
-        return self._snapshot()
+            self._resync(run, wait=False)
+        return self._snapshot(run)
 
-    def _snapshot(self) -> MosaicSnapshot | None:
+    def _snapshot(self, run: _Run) -> MosaicSnapshot | None:
         with self._lock:
-            if self._mosaic is None:
+            if run.mosaic is None:
                 return None
             metrics = {}
-            sync = self._mosaic.last_sync
+            sync = run.mosaic.last_sync
             if sync is not None:
                 metrics = {
                     "phase_sync_patches": len(sync.phases),
                     "phase_sync_iterations": sync.iterations,
                     "phase_sync_residual": sync.residual,
                 }
-            return self._mosaic.snapshot(model_version=self._model_version, **metrics)
+            snapshot = run.mosaic.snapshot(model_version=run.model_version, **metrics)
+        return replace(snapshot, run_uid=run.uid)
 
-    def _resync(self, wait: bool) -> None:
-        """Synchronise the current run's patches globally (see the module docstring)."""
+    def _resync(self, run: _Run, wait: bool) -> None:
+        """Synchronise a run's patches globally (see the module docstring)."""
         if not self._resyncing.acquire(blocking=wait):
             return
         try:
-            mosaic = self._mosaic
+            mosaic = run.mosaic
             if mosaic is None or mosaic.patches_since_sync == 0 or not mosaic.can_synchronise:
                 return
             started = time.perf_counter()

@@ -10,6 +10,11 @@ source (anything with ``snapshot() -> MosaicSnapshot | None``, e.g. the `LiveSti
   wire message of kind ``"mosaic"`` (arrays ``phase``, ``amplitude``, ``weights``; ``extra``
   holds ``pixel_size_m``, ``origin_m``, ``frames_used``, ``model_version``), so any dashboard
   in any process can show it.
+
+Nothing runs in the RunEngine's thread but a flag: the periodic updates run on the view's own
+thread, and the final picture of a run comes from the source's final snapshot when the source
+hands those out (``add_consumer``, as the `LiveStitcher` does; the view registers itself),
+drawn on the source's thread. A plain source is drawn one last time at the stop document.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from bluesky.callbacks.core import CallbackBase
 
 from ..stream.sockets import ResultPublisher
 from ..stream.wire import Message
+from .mosaic_source import FinalMosaicSource
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +62,37 @@ class LiveMosaicView(CallbackBase):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._figure = None
+        self._draw_lock = threading.Lock()
+        self.finals_from_source = isinstance(source, FinalMosaicSource)
+        if self.finals_from_source:
+            source.add_consumer(self._final)
 
     def start(self, doc: dict[str, Any]) -> None:
         self._run_uid = doc["uid"]
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="live-view", daemon=True)
+        self._stop = threading.Event()  # one per run: a late thread never sees the next run's
+        self._thread = threading.Thread(
+            target=self._loop, args=(self._stop,), name="live-view", daemon=True
+        )
         self._thread.start()
 
     def stop(self, doc: dict[str, Any]) -> None:
         self._stop.set()
+        if self.finals_from_source:
+            self._thread = None  # it ends by itself; the final picture comes from the source
+            return
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
         self.update()  # the final picture
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.period_s):
+    def _final(self, snapshot: Any) -> None:
+        try:
+            self.show(snapshot, run_uid=snapshot.run_uid or self._run_uid)
+        except Exception:  # noqa: BLE001 - the view must never stop a scan
+            log.exception("live view of the final mosaic failed")
+
+    def _loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self.period_s):
             try:
                 self.update()
             except Exception:  # noqa: BLE001 - the view must never stop a scan
@@ -82,6 +103,15 @@ class LiveMosaicView(CallbackBase):
         snapshot = self.source.snapshot()
         if snapshot is None:
             return False
+        self.show(snapshot, run_uid=self._run_uid)
+        return True
+
+    def show(self, snapshot: Any, *, run_uid: str = "") -> None:
+        """Draw and publish one snapshot (thread-safe)."""
+        with self._draw_lock:
+            self._show(snapshot, run_uid)
+
+    def _show(self, snapshot: Any, run_uid: str) -> None:
         if self.publisher is not None:
             self.publisher.publish(
                 Message(
@@ -91,7 +121,7 @@ class LiveMosaicView(CallbackBase):
                         "amplitude": snapshot.amplitude,
                         "weights": snapshot.weights,
                     },
-                    run_uid=self._run_uid,
+                    run_uid=run_uid,
                     timestamp=time.time(),
                     model_version=snapshot.model_version or None,
                     extra={
@@ -104,7 +134,6 @@ class LiveMosaicView(CallbackBase):
         if self.png_path is not None:
             self._draw(snapshot)
         self.updates += 1
-        return True
 
     def _draw(self, snapshot: Any) -> None:
         from matplotlib.figure import Figure

@@ -3,6 +3,10 @@
 The endpoint is a process (``bluesky-ptychonn serve``), maybe on another host; this device is
 its face in a RunEngine session:
 
+* building the device needs nothing to be running (a session, the queue server's startup, a
+  list of devices can make it while the endpoint is down); ``stage`` asks the endpoint for its
+  status first and raises `EndpointUnavailableError`, naming the address, when nothing
+  answers within ``connect_timeout_s``;
 * configuration signals: the model version it serves, its backend and batch size, the wire
   addresses and ``stream_id`` (the label the frames of this staging carry on the wire, so
   that callbacks can pick this run's results out of the endpoint's result stream);
@@ -34,6 +38,10 @@ from ..stream.wire import Message
 LATEST_RESULTS = 256  # result batches kept for adaptive plans
 
 
+class EndpointUnavailableError(ConnectionError):
+    """The inference endpoint does not answer on its control address."""
+
+
 class InferenceEndpoint(Device):
     """An inference endpoint reached over ZMQ (see the module docstring).
 
@@ -42,6 +50,7 @@ class InferenceEndpoint(Device):
         source: an object with ``add_frame_listener`` / ``remove_frame_listener`` whose frames
             go to the endpoint while staged (None: the detector streams by itself).
         flush_timeout_s: how long ``unstage`` waits for unanswered frames.
+        connect_timeout_s: how long ``stage`` waits for the endpoint's first answer.
     """
 
     model_version = Cpt(Signal, value="", kind="config")
@@ -67,23 +76,42 @@ class InferenceEndpoint(Device):
         *,
         source: Any = None,
         flush_timeout_s: float = 60.0,
+        connect_timeout_s: float = 10.0,
         name: str = "endpoint",
         **kwargs: Any,
     ):
         super().__init__(name=name, **kwargs)
         self.frames_address = frames_address
+        self.control_address = control_address
         self.client = EndpointClient(control_address)
         self.source = source
         self.flush_timeout_s = flush_timeout_s
+        self.connect_timeout_s = connect_timeout_s
         self.streamer: FrameStreamer | None = None
         self.latest_results: deque[Message] = deque(maxlen=LATEST_RESULTS)
         self._lock = threading.Lock()
         self.results_address.put(results_address)
-        self.refresh()
+
+    def check(self, timeout_s: float | None = None) -> dict[str, Any]:
+        """The endpoint's status, read into the signals; raises `EndpointUnavailableError`
+        naming the address when it does not answer within ``timeout_s`` (default
+        ``connect_timeout_s``)."""
+        timeout_s = self.connect_timeout_s if timeout_s is None else timeout_s
+        try:
+            status = self.client.request("status", reply_timeout_s=timeout_s)
+        except TimeoutError:
+            raise EndpointUnavailableError(
+                f"{self.name}: no inference endpoint answers at {self.control_address} "
+                f"(waited {timeout_s:g} s); start one with `bluesky-ptychonn serve --model ...` "
+                "or check the [endpoint] table of the session's configuration"
+            ) from None
+        return self._read_status(status)
 
     def refresh(self) -> dict[str, Any]:
         """Read the endpoint's status into the signals; raises TimeoutError if it is down."""
-        status = self.client.status()
+        return self._read_status(self.client.status())
+
+    def _read_status(self, status: dict[str, Any]) -> dict[str, Any]:
         self.model_version.put(status["model_version"])
         self.backend.put(f"{status['backend']}-{status['precision']}-{status['device']}")
         run = status.get("run", {})
@@ -108,6 +136,7 @@ class InferenceEndpoint(Device):
         self.phase_max.put(float(phase.max()))
 
     def stage(self) -> list[Any]:
+        self.check()
         stream_id = uuid.uuid4().hex
         self.stream_id.put(stream_id)
         reply = self.client.run_start(stream_id)

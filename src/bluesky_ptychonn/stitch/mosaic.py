@@ -51,6 +51,8 @@ class MosaicSnapshot:
         model_version: version of the CNN that produced the patches ("" if unknown).
         frames_outside: patches that fell entirely outside the canvas.
         metrics: optional quality numbers (e.g. SSIM against a reference).
+        run_uid: the run the mosaic belongs to ("" when not known), so that a consumer of a
+            stitcher's final snapshots can tell the runs apart.
     """
 
     phase: np.ndarray
@@ -62,6 +64,7 @@ class MosaicSnapshot:
     model_version: str = ""
     frames_outside: int = 0
     metrics: dict = field(default_factory=dict)
+    run_uid: str = ""
 
     def __post_init__(self) -> None:
         self.phase = np.asarray(self.phase, dtype=np.float32)
