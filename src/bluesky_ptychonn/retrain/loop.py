@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .challenger import judge, scratch_preprocessing_dict, train_step
+from .executors import Executor, InlineExecutor
 from .gate import Decision, Gate, mismatch_from_dict, score_step
 from .labels import labels_step
 from .options import LoopOptions
@@ -87,20 +88,6 @@ class ScanRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class Executor:
-    """Where steps run: ``run(name, fn, *args, **kwargs)`` returns ``fn``'s result or raises."""
-
-    def run(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
-
-
-class InlineExecutor(Executor):
-    """Runs each step in this process (tests, small replays)."""
-
-    def run(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
 
 
 def _read_sidecar_preprocessing(model_dir: str | Path) -> dict[str, Any]:
@@ -263,6 +250,9 @@ class ContinualLoop:
             try:
                 self._retry_pending_push(record)
                 self._process(record, scan_path, uid, initial_object_path, now)
+            except ConnectionError:  # no cluster: not processed; the caller keeps it queued
+                self._set_state("suspended" if self.gate.suspended else "idle")
+                raise
             except Exception as error:  # recorded: the model in service keeps serving
                 log.warning("continual learning refused scan %s: %s", uid, error)
                 record.decision = "refused"
@@ -322,8 +312,9 @@ class ContinualLoop:
         decision: Decision = self.gate.decide(mismatch, now)
         record.decision, record.reason = decision.action, decision.reason
         record.mismatch = None if mismatch is None else mismatch.to_dict()
-        earlier = list(self.label_paths)
-        self.label_paths.append(labels["labels_path"])
+        earlier = [p for p in self.label_paths if p != labels["labels_path"]]
+        if labels["labels_path"] not in self.label_paths:  # a rerun after an outage
+            self.label_paths.append(labels["labels_path"])
         if not decision.trains:
             return
         self._set_state("training")

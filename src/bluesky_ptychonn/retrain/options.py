@@ -136,14 +136,15 @@ class LoopOptions:
     Attributes:
         gate, train, promote: see their classes.
         recon: ePIE settings for the labels (see `RECON_DEFAULTS`).
-        step_retries: reruns of a step whose worker died (Dask ``retries``).
+        step_retries: reruns of a step that raised (a diverged ePIE diverges again: 0). A step
+            whose worker died is rerun by the scheduler regardless.
     """
 
     gate: GateOptions = field(default_factory=GateOptions)
     train: TrainOptions = field(default_factory=TrainOptions)
     promote: PromoteOptions = field(default_factory=PromoteOptions)
     recon: dict[str, Any] = field(default_factory=lambda: dict(RECON_DEFAULTS))
-    step_retries: int = 2
+    step_retries: int = 0
 
     def validate(self) -> None:
         self.gate.validate()

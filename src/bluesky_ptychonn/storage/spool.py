@@ -50,6 +50,8 @@ __all__ = [
     "SpoolDirectory",
     "SpoolLockedError",
     "decode_document",
+    "document_from_json",
+    "document_to_json",
     "encode_document",
 ]
 
@@ -100,6 +102,16 @@ def _object_hook(obj: dict[str, Any]) -> Any:
 def encode_document(name: str, doc: Any) -> str:
     """One JSON line (without the newline) for a (name, document) pair."""
     return json.dumps({"name": name, "doc": doc}, default=_default, separators=(",", ":"))
+
+
+def document_to_json(doc: Any) -> bytes:
+    """A document as JSON bytes (numpy arrays as in the spool): a pickle-free 0MQ serializer."""
+    return json.dumps(doc, default=_default, separators=(",", ":")).encode()
+
+
+def document_from_json(data: bytes | str) -> dict[str, Any]:
+    """Inverse of `document_to_json`: the pickle-free 0MQ deserializer."""
+    return json.loads(data, object_hook=_object_hook)
 
 
 def decode_document(line: str | bytes) -> tuple[str, dict[str, Any]]:

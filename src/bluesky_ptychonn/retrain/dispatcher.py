@@ -1,0 +1,285 @@
+"""The retraining dispatcher: a document-stream callback that hands finished runs to the loop.
+
+`RetrainDispatcher` is subscribed to the RunEngine (or to a `RemoteDispatcher` in another
+process, `bluesky-ptychonn continual serve`). At a run's stop document it appends the run's uid
+to a queue file and returns: the RunEngine never waits for it. A worker thread takes the queue
+in order: it reads the run (from Tiled by default, `TiledRunSource`; waiting, bounded, for the
+writer to deliver it), writes it as CXI into the loop's folder and runs
+`ContinualLoop.process_scan`. When the run cannot be read yet (Tiled down) or no cluster
+answers (`ConnectionError`), the run stays queued, the status says why, and the thread tries
+again after ``retry_s`` (doubling up to ``retry_max_s``). The queue file survives a restart.
+
+Runs whose stop document says they did not succeed, and runs without the ptychography keys
+(see ``is_ptychography``), are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .loop import ContinualLoop, ScanRecord
+
+log = logging.getLogger(__name__)
+
+
+def is_ptychography(start: Mapping[str, Any]) -> bool:
+    """A run the loop can learn from: its start document names the scan geometry."""
+    has_distance = "detector_distance_m" in start or "distance_m" in start
+    return bool(start.get("energy_ev")) and has_distance
+
+
+class TiledRunSource:
+    """Reads a finished run from Tiled as a CXI file for the loop.
+
+    Args:
+        client: a Tiled client of the catalog root (its ``raw`` container holds the runs) or
+            of the runs' container itself.
+        wait_s: how long to wait for the run's stop document to reach Tiled (the writer
+            delivers asynchronously).
+    """
+
+    def __init__(self, client: Any, *, wait_s: float = 60.0):
+        self.client = client
+        self.wait_s = float(wait_s)
+
+    def _runs(self) -> Any:
+        return self.client["raw"] if "raw" in self.client else self.client
+
+    def __call__(self, uid: str, out_path: Path) -> Path:
+        from ..storage.cxi import write_cxi
+        from ..storage.tiled_runs import dataset_from_run
+
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            runs = self._runs()
+            run = runs[uid] if uid in runs else None
+            if run is not None and run.metadata.get("stop"):
+                break
+            if time.monotonic() > deadline:
+                raise ConnectionError(f"run {uid} has not reached Tiled within {self.wait_s:g} s")
+            time.sleep(0.5)
+        dataset = dataset_from_run(run)
+        return write_cxi(out_path, dataset, overwrite=True)
+
+
+class RetrainDispatcher:
+    """Queue finished runs for the continual-learning loop without blocking the RunEngine.
+
+    Args:
+        loop: the loop (its ``state_dir`` also holds the queue and the scans' CXI files).
+        source: ``source(uid, cxi_path) -> cxi_path`` writes a finished run as CXI (default:
+            none; give a `TiledRunSource`). It raises ``ConnectionError`` while the run
+            cannot be read yet.
+        retry_s, retry_max_s: first and longest wait before a queued run is tried again (s).
+        start: start the worker thread now.
+    """
+
+    def __init__(
+        self,
+        loop: ContinualLoop,
+        source: Callable[[str, Path], Path],
+        *,
+        retry_s: float = 2.0,
+        retry_max_s: float = 60.0,
+        start: bool = True,
+    ):
+        self.loop = loop
+        self.source = source
+        self.retry_s = float(retry_s)
+        self.retry_max_s = float(retry_max_s)
+        self.queue_file = loop.state_dir / "queue.json"
+        self.scans_dir = loop.state_dir / "scans"
+        self.scans_dir.mkdir(parents=True, exist_ok=True)
+        self._queue: list[str] = (
+            json.loads(self.queue_file.read_text()) if self.queue_file.is_file() else []
+        )
+        self._starts: dict[str, dict[str, Any]] = {}
+        self._cv = threading.Condition()
+        self._closing = False
+        self._busy = False
+        self.last_error: str | None = None
+        self.records: list[ScanRecord] = []
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._thread: threading.Thread | None = None
+        loop.add_listener(self._forward)
+        if start:
+            self.start()
+
+    # ---- the document callback (RunEngine thread: only cheap work) ------------------------------
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        if name == "start":
+            if is_ptychography(doc):
+                self._starts[doc["uid"]] = doc
+        elif name == "stop":
+            start = self._starts.pop(doc.get("run_start", ""), None)
+            if start is None:
+                return
+            if doc.get("exit_status", "success") != "success":
+                log.info("run %s ended with %s: not queued", start["uid"], doc["exit_status"])
+                return
+            self.enqueue(start["uid"])
+
+    def enqueue(self, uid: str) -> None:
+        """Queue a finished run by uid (also for runs recorded earlier)."""
+        with self._cv:
+            if uid not in self._queue:
+                self._queue.append(uid)
+                self._save_queue()
+            self._cv.notify_all()
+        self._forward(self.loop.status())
+
+    # ---- status ---------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """The loop's status plus the queue (JSON-ready)."""
+        with self._cv:
+            queued = list(self._queue)
+        return {
+            **self.loop.status(),
+            "queued": len(queued),
+            "queue": queued,
+            "last_error": self.last_error,
+        }
+
+    def add_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        self._listeners.append(listener)
+        listener(self.status())
+
+    def _forward(self, _loop_status: dict[str, Any]) -> None:
+        snapshot = self.status()
+        for listener in self._listeners:
+            try:
+                listener(snapshot)
+            except Exception:
+                log.exception("dispatcher listener failed")
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until the queue is empty and nothing runs; False after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        with self._cv:
+            while self._queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(min(left, 0.5))
+        return True
+
+    # ---- the worker thread ----------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._work_forever, name="RetrainDispatcher", daemon=True
+            )
+            self._thread.start()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop taking runs (a scan being processed finishes on its own); the queue is kept."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)
+        if self._thread is None or not self._thread.is_alive():
+            self.loop.executor.close()
+        if self.loop.writer is not None:
+            self.loop.writer.close()
+
+    def _save_queue(self) -> None:
+        tmp = self.queue_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._queue))
+        tmp.replace(self.queue_file)
+
+    def _work_forever(self) -> None:
+        wait = self.retry_s
+        while True:
+            with self._cv:
+                while not self._queue and not self._closing:
+                    self._cv.wait(1.0)
+                if self._closing:
+                    return
+                uid = self._queue[0]
+                self._busy = True
+            try:
+                record = self._process(uid)
+            except ConnectionError as error:  # Tiled or the cluster is away: keep it queued
+                self.last_error = f"run {uid} stays queued: {error}"
+                log.warning("%s (next try in %.0f s)", self.last_error, wait)
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+                    self._cv.wait(wait)
+                wait = min(wait * 2, self.retry_max_s)
+                self._forward(self.loop.status())
+                continue
+            except Exception as error:  # a bug or bad data: recorded, never retried forever
+                log.exception("continual learning could not take run %s", uid)
+                self.last_error = f"run {uid} dropped: {type(error).__name__}: {error}"
+                record = None
+            wait = self.retry_s
+            with self._cv:
+                if self._queue and self._queue[0] == uid:
+                    self._queue.pop(0)
+                    self._save_queue()
+                self._busy = False
+                if record is not None:
+                    self.records.append(record)
+                    self.last_error = None
+                self._cv.notify_all()
+            self._forward(self.loop.status())
+
+    def _process(self, uid: str) -> ScanRecord:
+        path = self.scans_dir / f"{uid}.cxi"
+        if not path.is_file():
+            self.source(uid, path)
+        return self.loop.process_scan(path, uid)
+
+
+def dispatcher_from_config(
+    table: Mapping[str, Any],
+    *,
+    tiled_client: Any,
+    endpoint_control_address: str | None,
+    model_dir: str | None,
+) -> RetrainDispatcher:
+    """The dispatcher a beamline session configures (its ``[continual]`` TOML table).
+
+    Keys: ``state_dir`` (default ``~/.cache/bluesky-ptychonn/continual``), ``cluster`` (a
+    `cluster.ClusterConfig` table; default a one-worker local cluster; ``{kind = "inline"}``
+    runs the steps in this process), ``tiled_api_key`` / ``tiled_uri`` (the writer; default the
+    session's client), and the `LoopOptions` tables ``gate``, ``train``, ``promote``, ``recon``.
+    ``enabled`` is the session's switch and is ignored here.
+    """
+    from .executors import DaskExecutor, InlineExecutor
+    from .options import LoopOptions
+
+    table = dict(table)
+    table.pop("enabled", None)
+    state_dir = Path(
+        table.pop("state_dir", Path.home() / ".cache" / "bluesky-ptychonn" / "continual")
+    ).expanduser()
+    cluster = dict(table.pop("cluster", {"kind": "local"}))
+    options = LoopOptions.from_mapping(table)
+    if cluster.get("kind") == "inline":
+        executor = InlineExecutor()
+    else:
+        executor = DaskExecutor(cluster, retries=options.step_retries)
+    writer = None
+    if tiled_client is not None:
+        from ..callbacks.tiled_writer import SpooledTiledWriter
+        from ..storage.tiled_catalog import TiledCatalog
+
+        writer = SpooledTiledWriter(TiledCatalog(tiled_client), spool_dir=state_dir / "spool")
+    loop = ContinualLoop(
+        state_dir,
+        options,
+        executor=executor,
+        model_dir=model_dir,
+        writer=writer,
+        endpoint_control=endpoint_control_address,
+    )
+    return RetrainDispatcher(loop, TiledRunSource(tiled_client))
