@@ -23,7 +23,6 @@ import functools
 import logging
 import os
 import shutil
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -443,10 +442,8 @@ def _jobqueue_cluster(config: ClusterConfig) -> Any:
     import dask_jobqueue
 
     cls = dask_jobqueue.SLURMCluster if config.kind == "slurm" else dask_jobqueue.PBSCluster
-    kwargs = dict(config.jobqueue)
-    kwargs.setdefault("python", sys.executable)
     try:
-        return cls(**kwargs)
+        return cls(**config.jobqueue)
     except TypeError as error:
         raise ValueError(
             f"jobqueue has an argument {cls.__name__} does not take: {error}"
@@ -464,8 +461,7 @@ def job_script(config: ClusterConfig) -> str:
     import dask_jobqueue
 
     cls = dask_jobqueue.SLURMCluster if config.kind == "slurm" else dask_jobqueue.PBSCluster
-    kwargs = {"python": sys.executable, **config.jobqueue}
-    with cls(**kwargs) as cluster:
+    with cls(**config.jobqueue) as cluster:
         return cluster.job_script()
 
 
