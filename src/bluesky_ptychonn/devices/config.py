@@ -1,7 +1,9 @@
 """The devices of a session from a TOML file: simulated by default, EPICS by configuration.
 
-The IPython profile and the queue server's startup scripts call `build_devices(load_settings())`.
-Without a file (``BLUESKY_PTYCHONN_BEAMLINE`` unset) everything is simulated. A file::
+A beamline session (`bluesky_ptychonn.session`) reads the same file and calls
+`build_devices`; the session's own tables (``[endpoint]``, ``[tiled]``, ...; `SESSION_SECTIONS`)
+may sit in the same file and are ignored here. Without a file (``BLUESKY_PTYCHONN_BEAMLINE``
+unset) everything is simulated. A file::
 
     mode = "epics"                  # "sim" (default) or "epics"
     connection_timeout_s = 5.0
@@ -44,6 +46,8 @@ from typing import Any
 
 ENV_VAR = "BLUESKY_PTYCHONN_BEAMLINE"
 SECTIONS = {"mode", "connection_timeout_s", "on_disconnected", "stage", "eiger", "medipix3", "sim"}
+#: tables of the same file that the session reads (bluesky_ptychonn.session.config)
+SESSION_SECTIONS = {"data_dir", "endpoint", "tiled", "stitcher", "live_view", "continual", "agent"}
 HUTCH_OPTIONS = {"prefix", "motor_egu", "motor_sign", "velocity_m_s", "acceleration_s"}
 
 
@@ -58,12 +62,21 @@ def load_settings(path: str | Path | None = None) -> dict[str, Any]:
         raise FileNotFoundError(f"beamline settings {path} not found (from {ENV_VAR}?)")
     with path.open("rb") as handle:
         settings = tomllib.load(handle)
-    unknown = set(settings) - SECTIONS
+    unknown = set(settings) - SECTIONS - SESSION_SECTIONS
     if unknown:
         raise ValueError(f"{path}: unknown settings {sorted(unknown)}; known: {sorted(SECTIONS)}")
-    if settings.get("mode", "sim") not in ("sim", "epics"):
-        raise ValueError(f"{path}: mode must be 'sim' or 'epics', got {settings['mode']!r}")
+    settings = {key: value for key, value in settings.items() if key in SECTIONS}
+    check_settings(settings, str(path))
     return settings
+
+
+def check_settings(settings: dict[str, Any], where: str) -> None:
+    """Refuse unknown top-level settings and modes (``where`` names the file in the message)."""
+    unknown = set(settings) - SECTIONS
+    if unknown:
+        raise ValueError(f"{where}: unknown settings {sorted(unknown)}; known: {sorted(SECTIONS)}")
+    if settings.get("mode", "sim") not in ("sim", "epics"):
+        raise ValueError(f"{where}: mode must be 'sim' or 'epics', got {settings['mode']!r}")
 
 
 def build_devices(settings: dict[str, Any] | None = None) -> dict[str, Any]:

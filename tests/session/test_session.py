@@ -1,0 +1,137 @@
+"""The session builds the live pipeline from one configuration, runs a scan whose mosaic
+reaches Tiled, hands the continual-learning hook what it needs, and closes what it started."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from bluesky_ptychonn.plans import spiral_scan
+from bluesky_ptychonn.session import Session, SessionConfig, load_session_config
+from bluesky_ptychonn.storage.tiled_results import find_reconstructions, read_live_mosaic
+
+
+class FakeDispatcher:
+    """Stands in for retrain.dispatcher's callback: records documents and its closing."""
+
+    def __init__(self, table, **kwargs):
+        self.table, self.kwargs = table, kwargs
+        self.documents: list[str] = []
+        self.closed = 0
+
+    def __call__(self, name, doc):
+        self.documents.append(name)
+
+    def close(self):
+        self.closed += 1
+
+
+@pytest.fixture
+def fake_dispatcher_module(monkeypatch):
+    made: list[FakeDispatcher] = []
+    module = types.ModuleType("bluesky_ptychonn.retrain.dispatcher")
+
+    def dispatcher_from_config(table, *, tiled_client, endpoint_control_address, model_dir):
+        dispatcher = FakeDispatcher(
+            table,
+            tiled_client=tiled_client,
+            endpoint_control_address=endpoint_control_address,
+            model_dir=model_dir,
+        )
+        made.append(dispatcher)
+        return dispatcher
+
+    module.dispatcher_from_config = dispatcher_from_config
+    monkeypatch.setitem(sys.modules, "bluesky_ptychonn.retrain.dispatcher", module)
+    return made
+
+
+def test_a_scan_of_the_session_reaches_the_live_view_and_tiled_and_close_stops_everything(
+    session_file, fake_dispatcher_module
+):
+    text = session_file.read_text() + '\n[continual]\nenabled = true\nstate_dir = "x"\n'
+    session_file.write_text(text)
+    session = Session.from_config(session_file)
+    try:
+        endpoint_process, tiled_server = session.endpoint_process, session.tiled_server
+        assert endpoint_process.process.poll() is None and tiled_server.running
+        (uid,) = session.RE(
+            spiral_scan([session.detector, session.endpoint], session.stage, 0.4e-6, step_m=1e-7)
+        )
+        assert session.wait(timeout_s=120)
+        run = session.catalog.raw[uid]
+        n_points = run.metadata["start"]["num_points"]
+        assert n_points > 20
+        assert run["primary"]["eiger_image"].read().shape == (n_points, 128, 128)  # no frame lost
+        final = session.stitcher.last_snapshot
+        assert final.run_uid == uid and final.frames_used == n_points
+        (node,) = find_reconstructions(session.catalog, scan_uid=uid, final=True).values()
+        mosaic = read_live_mosaic(node)
+        assert mosaic.metadata["frames_used"] == n_points
+        assert mosaic.metadata["exit_status"] == "success"
+        assert mosaic.phase.shape == final.phase.shape
+        np.testing.assert_allclose(mosaic.phase, final.phase)
+        assert session.live_view.png_path.read_bytes()[:4] == b"\x89PNG"
+        assert session.live_view.png_path.parent == session.config.data_dir
+        (dispatcher,) = fake_dispatcher_module
+        assert dispatcher.table == {"enabled": True, "state_dir": "x"}
+        assert dispatcher.kwargs["tiled_client"] is session.tiled_client
+        assert dispatcher.kwargs["endpoint_control_address"] == session.endpoint.control_address
+        assert dispatcher.kwargs["model_dir"] == str(session.model_dir)
+        assert dispatcher.documents[0] == "start" and dispatcher.documents[-1] == "stop"
+    finally:
+        session.close()
+    assert session.closed and dispatcher.closed == 1
+    assert endpoint_process.process.poll() is not None  # stopped, not left behind
+    assert not tiled_server.running
+    session.close()  # idempotent
+    assert dispatcher.closed == 1
+
+
+def test_a_session_without_services_builds_the_devices_and_an_idle_endpoint_device(
+    session_file,
+):
+    with Session.from_config(session_file, start_services=False) as session:
+        assert session.endpoint_process is None or session.endpoint_process.process is None
+        assert session.tiled_server is None and session.stitcher is None
+        assert {"stage", "eiger", "endpoint"} <= set(session.namespace())
+        assert session.namespace()["RE"] is session.RE
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("[tiled]\nurl = 'http://x'\n", r"\[tiled\]: unknown keys \['url'\]"),
+        ("[endpoint]\nbatch_size = 'big'\n", r"\[endpoint\] batch_size: expected int"),
+        ("[agent]\nenabled = true\n", r"\[agent\].*not yet available"),
+        ("[endpoint]\ncontrol = 'tcp://edge:5562'\n", "needs frames, results and control"),
+        ("[beamtime]\nx = 1\n", r"unknown settings \['beamtime'\]"),
+        ("[continual]\nenabled = 'yes'\n", r"\[continual\]: enabled must be true or false"),
+        ("mode = 'real'\n", "mode must be 'sim' or 'epics'"),
+    ],
+)
+def test_bad_configuration_is_refused_naming_the_table_and_key(tmp_path, text, match):
+    path = tmp_path / "session.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        load_session_config(path)
+
+
+def test_defaults_are_the_simulated_beamline_a_local_endpoint_and_embedded_tiled(monkeypatch):
+    from bluesky_ptychonn.devices.config import ENV_VAR, SESSION_SECTIONS
+    from bluesky_ptychonn.session.config import SESSION_KEYS
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    config = load_session_config()
+    assert config.beamline == {"mode": "sim"}
+    assert config.endpoint.model == "demo" and not config.endpoint.remote
+    assert config.tiled.uri is None and config.tiled.enabled
+    assert not config.continual_enabled
+    assert SESSION_KEYS == SESSION_SECTIONS  # the devices' loader skips exactly these
+    remote = SessionConfig.from_dict(
+        {"endpoint": {"frames": "tcp://e:1", "results": "tcp://e:2", "control": "tcp://e:3"}}
+    )
+    assert remote.endpoint.remote
