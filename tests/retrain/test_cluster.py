@@ -53,6 +53,14 @@ def count_attempts(marks: str) -> None:
     raise ValueError("always fails")
 
 
+def assert_no_jobs_left(slurm, message: str, timeout_s: float = 15) -> None:
+    """Slurm lists no job within `timeout_s` seconds (cancelled jobs leave the queue)."""
+    deadline = time.monotonic() + timeout_s
+    while slurm.job_ids():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def local():
     """A real LocalCluster: one worker process of one thread, nice 10."""
@@ -138,6 +146,24 @@ def test_local_step_rerun_after_its_worker_is_killed(local, tmp_path):
     assert run_step(local, worker_facts, 2)["pid"] in pids - {first_pid}
 
 
+def test_step_whose_workers_keep_dying_is_lost_with_a_clear_error(tmp_path):
+    import dask
+
+    marks = tmp_path / "attempts"
+    marks.mkdir()
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        handle = open_cluster(ClusterConfig(kind="local"))
+    with handle, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        result = pool.submit(run_step, handle, square_after_first_attempt, 3, str(marks))
+        deadline = time.monotonic() + 30
+        while not any(marks.iterdir()):
+            assert time.monotonic() < deadline and not result.done(), "the step never started"
+            time.sleep(0.05)
+        os.kill(int(next(marks.iterdir()).name), signal.SIGKILL)
+        with pytest.raises(StepFailed, match=r"square_after_first_attempt was lost.*= 0"):
+            result.result(timeout=30)
+
+
 def test_failed_step_names_the_step_and_keeps_the_cause(local, tmp_path):
     with pytest.raises(
         StepFailed, match=r"step test_cluster\.fail failed.*ValueError: no labels"
@@ -203,20 +229,30 @@ def test_slurm_step_runs_inside_a_slurm_job(slurm):
     assert facts["square"] == 25
     assert facts["slurm_job_id"] == jobs[0]
     assert facts["nice"] == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
-    deadline = time.monotonic() + 15
-    while jobs[0] in slurm.job_ids():
-        assert time.monotonic() < deadline, "closing the handle did not cancel the Slurm job"
-        time.sleep(0.2)
+    assert_no_jobs_left(slurm, "closing the handle did not cancel the Slurm job")
 
 
 def test_slurm_workers_that_never_join_are_a_clear_error(slurm):
     # A partition that does not exist: sbatch refuses, no worker ever joins.
     config = ClusterConfig(
-        kind="slurm", jobqueue=slurm.jobqueue(queue="nowhere"), workers_timeout_s=3
+        kind="slurm", jobqueue=slurm.jobqueue(queue="nowhere"), workers_timeout_s=30
     )
-    with pytest.raises(ClusterUnavailable, match="did not join within 3 s.*refused by 'sbatch'"):
+    started = time.monotonic()
+    with pytest.raises(ClusterUnavailable, match="will not join: 1 job.* refused by 'sbatch'"):
         open_cluster(config)
-    assert not slurm.job_ids()
+    assert time.monotonic() - started < 10, "a refused job is an error at once, not a timeout"
+    assert_no_jobs_left(slurm, "a refused job is not in the queue")
+
+
+def test_slurm_job_left_pending_times_out_and_is_cancelled(slurm):
+    config = ClusterConfig(
+        kind="slurm",
+        jobqueue=slurm.jobqueue(job_extra_directives=["--begin=now+1hour"]),
+        workers_timeout_s=2,
+    )
+    with pytest.raises(ClusterUnavailable, match="1 slurm job.* did not join within 2 s"):
+        open_cluster(config)
+    assert_no_jobs_left(slurm, "the pending job was not cancelled")
 
 
 def test_pbs_job_script_carries_the_configured_settings():

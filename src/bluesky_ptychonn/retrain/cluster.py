@@ -23,6 +23,7 @@ import functools
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -54,6 +55,7 @@ _JOBQUEUE_KINDS = ("slurm", "pbs")
 _SUBMIT_COMMAND = {"slurm": "sbatch", "pbs": "qsub"}
 _LOOPBACK = "127.0.0.1"
 _MAX_NICE = 19
+_POLL_S = 0.5  # seconds between checks while waiting for workers
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -389,12 +391,7 @@ def open_cluster(config: ClusterConfig) -> ClusterHandle:
             cluster.scale(n_workers)
         else:
             cluster.scale(jobs=config.jobs)
-        try:
-            client.wait_for_workers(n_workers, timeout=config.workers_timeout_s)
-        except TimeoutError as error:
-            raise ClusterUnavailable(
-                f"{what} did not join within {config.workers_timeout_s:g} s{_refused(cluster)}"
-            ) from error
+        _wait_for_workers(client, cluster, n_workers, config.workers_timeout_s, what)
     except BaseException:
         if client is not None:
             with contextlib.suppress(Exception):
@@ -404,14 +401,33 @@ def open_cluster(config: ClusterConfig) -> ClusterHandle:
     return ClusterHandle(config, client, cluster)
 
 
+def _wait_for_workers(
+    client: Client, cluster: Any, n_workers: int, timeout_s: float, what: str
+) -> None:
+    """Wait until `n_workers` have joined; fail at once when the batch system refused a job."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            client.wait_for_workers(n_workers, timeout=max(0.01, min(_POLL_S, remaining)))
+            return
+        except TimeoutError as error:
+            refused = _refused(cluster)
+            if refused:
+                raise ClusterUnavailable(f"{what} will not join: {refused}") from error
+            if time.monotonic() >= deadline:
+                raise ClusterUnavailable(f"{what} did not join within {timeout_s:g} s") from error
+
+
 def _refused(cluster: Any) -> str:
-    """For a jobqueue cluster: how many of its jobs the batch system refused, as a clause."""
-    jobs = getattr(cluster, "workers", {}).values()
+    """For a jobqueue cluster: how many of its jobs the batch system refused, in words."""
+    # SpecCluster lists a job in `workers` once its submission ended; no job id: refused.
+    jobs = list(getattr(cluster, "workers", {}).values())
     refused = [job for job in jobs if hasattr(job, "job_id") and not job.job_id]
     if not refused:
         return ""
     command = getattr(refused[0], "submit_command", "the submit command")
-    return f"; {len(refused)} job(s) were refused by {command!r} (its error is in the log)"
+    return f"{len(refused)} job(s) were refused by {command!r} (its error is in the log)"
 
 
 def _close_cluster(cluster: Any) -> None:
