@@ -143,7 +143,9 @@ def test_local_step_rerun_after_its_worker_is_killed(local, tmp_path):
     assert len(pids) == 2 and first_pid in pids, "the step ran once more, on a new worker"
     with pytest.raises(ProcessLookupError):
         os.kill(first_pid, 0)
-    assert run_step(local, worker_facts, 2)["pid"] in pids - {first_pid}
+    facts = run_step(local, worker_facts, 2)
+    assert facts["pid"] in pids - {first_pid}
+    assert facts["nice"] == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10), "restarted: niced"
 
 
 def test_step_whose_workers_keep_dying_is_lost_with_a_clear_error(tmp_path):

@@ -41,11 +41,14 @@ __all__ = [
     "ClusterConfig",
     "ClusterHandle",
     "ClusterUnavailable",
+    "LowerPriority",
     "StepFailed",
     "StepTimeout",
     "job_script",
+    "lower_process_priority",
     "open_cluster",
     "run_step",
+    "step_name",
 ]
 
 KINDS = ("local", "address", "slurm", "pbs")
@@ -374,14 +377,13 @@ def open_cluster(config: ClusterConfig) -> ClusterHandle:
             dashboard_address=f"{_LOOPBACK}:0",
         )
         n_workers = config.n_workers
-        what = f"the {n_workers} local worker process(es)"
+        what, hint = f"the {n_workers} local worker process(es)", ""
     else:
         cluster = _jobqueue_cluster(config)
+        # dask-jobqueue's own count of worker processes per job (its `processes` argument)
         n_workers = config.jobs * cluster._dummy_job.worker_processes
-        what = (
-            f"the {n_workers} worker(s) of {config.jobs} {config.kind} job(s) "
-            f"(queued, or unable to reach the scheduler at {cluster.scheduler_address}?)"
-        )
+        what = f"the {n_workers} worker(s) of {config.jobs} {config.kind} job(s)"
+        hint = f" (still queued, or unable to reach the scheduler at {cluster.scheduler_address}?)"
     client: Client | None = None
     try:
         client = Client(cluster, timeout=config.connect_timeout_s)
@@ -391,7 +393,7 @@ def open_cluster(config: ClusterConfig) -> ClusterHandle:
             cluster.scale(n_workers)
         else:
             cluster.scale(jobs=config.jobs)
-        _wait_for_workers(client, cluster, n_workers, config.workers_timeout_s, what)
+        _wait_for_workers(client, cluster, n_workers, config.workers_timeout_s, what, hint)
     except BaseException:
         if client is not None:
             with contextlib.suppress(Exception):
@@ -402,7 +404,7 @@ def open_cluster(config: ClusterConfig) -> ClusterHandle:
 
 
 def _wait_for_workers(
-    client: Client, cluster: Any, n_workers: int, timeout_s: float, what: str
+    client: Client, cluster: Any, n_workers: int, timeout_s: float, what: str, hint: str
 ) -> None:
     """Wait until `n_workers` have joined; fail at once when the batch system refused a job."""
     deadline = time.monotonic() + timeout_s
@@ -416,7 +418,9 @@ def _wait_for_workers(
             if refused:
                 raise ClusterUnavailable(f"{what} will not join: {refused}") from error
             if time.monotonic() >= deadline:
-                raise ClusterUnavailable(f"{what} did not join within {timeout_s:g} s") from error
+                raise ClusterUnavailable(
+                    f"{what} did not join within {timeout_s:g} s{hint}"
+                ) from error
 
 
 def _refused(cluster: Any) -> str:
