@@ -447,7 +447,7 @@ def _connect(address: str | None, timeout_s: float) -> Client:
         return Client(address, timeout=timeout_s)
     except (OSError, TimeoutError) as error:
         raise ClusterUnavailable(
-            f"no Dask scheduler answered at {address} within {timeout_s:g} s ({error})"
+            f"no Dask scheduler answered at {address} within {timeout_s:g} s"
         ) from error
 
 
