@@ -1,0 +1,219 @@
+"""The continual-learning loop, step by step and end to end, in this process (InlineExecutor).
+
+Small simulated scans (64x64 patterns, ~100 positions), few ePIE iterations and epochs: these
+tests check what the loop decides and records, what it refuses and what it leaves in service,
+not how good the model gets (that is `bench continual`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scans import small_scan
+
+from bluesky_ptychonn.retrain.gate import Gate, Mismatch
+from bluesky_ptychonn.retrain.labels import LabelSet, LabelsRefused, check_reconstruction
+from bluesky_ptychonn.retrain.loop import ContinualLoop
+from bluesky_ptychonn.retrain.options import GateOptions, LoopOptions
+
+FAST = {
+    "recon": {"iterations": 15},
+    "train": {"epochs": 2, "threads": 1, "scratch": {"epochs": 3}},
+    "promote": {"onnx": False},
+}
+
+
+def fast_options(**tables) -> LoopOptions:
+    table = json.loads(json.dumps(FAST))
+    for key, value in tables.items():
+        table.setdefault(key, {}).update(value)
+    return LoopOptions.from_mapping(table)
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("scans")
+    return [small_scan(folder / f"scan{i}.cxi", seed=i) for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def first_model(tmp_path_factory, scans) -> tuple[Path, dict]:
+    """A loop state after one scan from scratch: (state folder, record)."""
+    state = tmp_path_factory.mktemp("first")
+    record = ContinualLoop(state, fast_options()).process_scan(scans[0], "scan0")
+    return state, record.to_dict()
+
+
+def test_first_scan_trains_a_model_from_scratch_that_serve_can_load(first_model, scans):
+    from bluesky_ptychonn.model.checkpoint import load_model
+
+    state, record = first_model
+    assert record["decision"] == "train_from_scratch"
+    assert record["trained"] and record["promoted"], record["promotion_reason"]
+    model, sidecar = load_model(record["model_path"])
+    assert sidecar.version == record["model_version"]
+    assert tuple(sidecar.preprocessing.frame_shape) == (64, 64)
+    assert set(record["steps"]) >= {"labels", "train", "export"}
+    labels = LabelSet.load(state / "labels" / "scan0.npz")
+    assert labels.labels.shape[1:] == (2, *model.config.input_shape)
+    assert 0 < labels.holdout.sum() < labels.n_pairs / 4
+    assert labels.lineage["scan_uid"] == "scan0"
+    # the saved state is resumed by a new loop on the same folder
+    resumed = ContinualLoop(state, fast_options())
+    assert resumed.model_version == record["model_version"]
+    assert [r.decision for r in resumed.records] == ["train_from_scratch"]
+
+
+def test_a_model_within_tolerance_suspends_then_skips_until_the_recheck(
+    first_model, scans, tmp_path
+):
+    _, record = first_model
+    options = fast_options(gate={"tolerance_ssim": 0.9999, "recheck_interval_s": 3600})
+    loop = ContinualLoop(tmp_path / "state", options, model_dir=record["model_path"])
+    checked = loop.process_scan(scans[1], "scan1", now_s=1000.0)
+    assert checked.decision == "suspend", checked.reason
+    assert checked.mismatch is not None and not checked.trained
+    assert loop.state == "suspended"
+    skipped = loop.process_scan(scans[2], "scan2", now_s=1000.0 + 60)
+    assert skipped.decision == "skip"
+    assert skipped.steps == {}  # suspended: not even reconstructed
+    rechecked = loop.process_scan(scans[2], "scan2", now_s=1000.0 + 3601)
+    assert rechecked.decision == "suspend"
+    assert "labels" in rechecked.steps
+
+
+def test_a_challenger_that_is_not_better_is_not_promoted(first_model, scans, tmp_path):
+    _, record = first_model
+    options = fast_options(gate={"tolerance_ssim": 0.01}, train={"min_improvement": 0.9})
+    loop = ContinualLoop(tmp_path / "state", options, model_dir=record["model_path"])
+    result = loop.process_scan(scans[1], "scan1")
+    assert result.decision == "fine_tune"
+    assert result.trained and not result.promoted
+    assert "not better on the frozen holdout" in result.promotion_reason
+    assert result.model_version == record["model_version"]
+    assert result.challenger["holdout"]["incumbent"]["n_pairs"] > 0
+
+
+def test_labels_of_the_wrong_pattern_size_are_refused(first_model, tmp_path):
+    _, record = first_model
+    scan = small_scan(tmp_path / "small.cxi", frame_px=32, defocus_m=30e-6)
+    loop = ContinualLoop(tmp_path / "state", fast_options(), model_dir=record["model_path"])
+    result = loop.process_scan(scan, "small")
+    assert result.decision == "refused"
+    assert "32x32 patterns but the network takes 64x64" in result.reason
+    assert result.model_version == record["model_version"] and not result.promoted
+    assert loop.status()["last_decision"] == "refused"
+
+
+def test_a_corrupt_model_in_service_is_refused_and_keeps_its_place(first_model, scans, tmp_path):
+    import shutil
+
+    _, record = first_model
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(record["model_path"], corrupt)
+    weights = corrupt / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-8:] = b"\x00" * 8
+    weights.write_bytes(bytes(data))
+    loop = ContinualLoop(tmp_path / "state", fast_options(), model_dir=corrupt)
+    result = loop.process_scan(scans[1], "scan1")
+    assert result.decision == "refused"
+    assert "sha256" in result.reason
+    assert result.model_path == str(corrupt.resolve()) and not result.trained
+
+
+def test_a_model_with_nan_weights_is_refused(scans, tmp_path):
+    import torch
+
+    from bluesky_ptychonn.model.architectures import build_model
+    from bluesky_ptychonn.model.checkpoint import save_model
+    from bluesky_ptychonn.model.preprocessing import Preprocessing
+
+    model = build_model("edge", input_shape=32, base_channels=4)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    save_model(model, tmp_path / "nan", Preprocessing((32, 32), (64, 64), "crop"))
+    loop = ContinualLoop(tmp_path / "state", fast_options(), model_dir=tmp_path / "nan")
+    result = loop.process_scan(scans[1], "scan1")
+    assert result.decision == "refused"
+    assert "NaN or infinite weights" in result.reason
+    assert not result.promoted
+
+
+class _Reconstruction:
+    def __init__(self, history, array):
+        from bluesky_ptychonn.dataset import ComplexImage
+
+        self.error_history = np.asarray(history, dtype=float)
+        self.object = ComplexImage(np.asarray(array, dtype=np.complex64), 1e-8, (0.0, 0.0))
+
+
+@pytest.mark.parametrize(
+    ("history", "amplitude", "message"),
+    [
+        ([0.1, 0.05, float("nan")], 1.0, "NaN"),
+        ([0.1, 0.01, 0.05], 1.0, "grew from"),
+        ([0.1, 0.05, 0.04], 12.0, "far from physical"),
+    ],
+)
+def test_a_diverged_reconstruction_gives_no_labels(history, amplitude, message):
+    with pytest.raises(LabelsRefused, match=message):
+        check_reconstruction(_Reconstruction(history, np.full((8, 8), amplitude)))
+    healthy = check_reconstruction(_Reconstruction([0.1, 0.05, 0.04], np.full((8, 8), 0.9)))
+    assert healthy["data_error"] == pytest.approx(0.04)
+
+
+def test_gate_decisions_follow_the_tolerance_and_the_recheck_interval():
+    gate = Gate(GateOptions(tolerance_ssim=0.1, recheck_interval_s=100))
+    near = Mismatch(0.95, 0.95, 0.05, 0.01, 10)
+    far = Mismatch(0.70, 0.70, 0.30, 0.05, 10)
+    assert gate.decide(None, 0).action == "train_from_scratch"
+    assert gate.decide(far, 0).action == "fine_tune"
+    assert gate.decide(near, 10).action == "suspend"
+    assert gate.before_reconstruction(50).action == "skip"
+    assert gate.before_reconstruction(111) is None
+    assert gate.decide(far, 111).action == "resume"
+    assert gate.suspended_until is None
+
+
+def test_same_seed_and_data_give_the_same_weights(first_model, tmp_path):
+    from bluesky_ptychonn.retrain.challenger import train_step
+
+    state, record = first_model
+    labels = str(state / "labels" / "scan0.npz")
+    options = {"epochs": 2, "threads": 1, "seed": 3}
+    runs = [
+        train_step(
+            record["model_path"],
+            labels,
+            [],
+            [labels],
+            str(tmp_path / f"m{i}"),
+            options=options,
+            generation=1,
+        )
+        for i in range(2)
+    ]
+    assert runs[0]["sha256"] == runs[1]["sha256"]
+    other = train_step(
+        record["model_path"],
+        labels,
+        [],
+        [labels],
+        str(tmp_path / "m2"),
+        options={**options, "seed": 4},
+        generation=1,
+    )
+    assert other["sha256"] != runs[0]["sha256"]
+
+
+def test_bad_options_are_refused_with_their_names():
+    with pytest.raises(ValueError, match="unknown continual-learning options"):
+        LoopOptions.from_mapping({"gates": {}})
+    with pytest.raises(ValueError, match="unknown gate options"):
+        LoopOptions.from_mapping({"gate": {"tolerance": 0.1}})
+    with pytest.raises(ValueError, match="tolerance_ssim"):
+        LoopOptions.from_mapping({"gate": {"tolerance_ssim": 1.5}})
