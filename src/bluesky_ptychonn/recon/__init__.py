@@ -14,6 +14,7 @@ from .api import make_task, reconstruct
 from .epie import EPIETask
 from .options import (
     APOptions,
+    DivergenceOptions,
     EPIEOptions,
     ObjectOptions,
     ProbeOptions,
@@ -22,15 +23,17 @@ from .options import (
     options_to_dict,
 )
 from .phase_sync import SyncResult, synchronise_exit_waves, synchronise_frames
-from .task import ReconstructionTask
+from .task import ReconstructionDiverged, ReconstructionTask
 
 __all__ = [
     "APOptions",
     "APTask",
+    "DivergenceOptions",
     "EPIEOptions",
     "EPIETask",
     "ObjectOptions",
     "ProbeOptions",
+    "ReconstructionDiverged",
     "ReconstructionTask",
     "SyncOptions",
     "SyncResult",

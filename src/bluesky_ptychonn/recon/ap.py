@@ -55,6 +55,9 @@ class APTask(ReconstructionTask):
         return self.window_index(self._all[start : start + count])
 
     # ---- probes -------------------------------------------------------------------------------
+    def _probe_changed(self) -> None:
+        self._probe_counter += 1
+
     def _refresh_probes(self) -> None:
         """Recompute shifted probes and the summed illumination after a probe change."""
         if self._probe_version == self._probe_counter:

@@ -30,6 +30,7 @@ class EPIETask(ReconstructionTask):
 
     options: EPIEOptions
     _batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    supports_trial = True
 
     def _draw_batches(self) -> None:
         """Draw the position order; keep (frames, flat window indices) of every batch."""
@@ -41,10 +42,13 @@ class EPIETask(ReconstructionTask):
             for frames in (order[s : s + size] for s in range(0, n, size))
         ]
 
+    def _begin_iteration(self) -> None:
+        if self.options.shuffle or self._batches is None:
+            self._draw_batches()
+
     def _iterate(self) -> float:
         opts = self.options
-        if opts.shuffle or self._batches is None:
-            self._draw_batches()
+        assert self._batches is not None
         update_probe = self.probes_update_allowed()
         alpha = float(opts.object.step_size)
         beta = float(opts.probe.step_size)
@@ -53,7 +57,6 @@ class EPIETask(ReconstructionTask):
         valid = None if self.all_valid else self.valid
         illumination = torch.zeros(flat.shape[0], dtype=torch.float32, device=self.device)
         misfit = torch.zeros((), dtype=torch.float32, device=self.device)
-        object_peak = float(ops.intensity(self.object).max()) if update_probe else 1.0
         for frames, index in self._batches:
             count = frames.shape[0]
             patches = ops.gather(flat, index, self.frame_shape)
@@ -83,6 +86,8 @@ class EPIETask(ReconstructionTask):
                 scale = alpha / (float(peak) + ops.EPS)
             flat.index_add_(0, index.reshape(-1), update.reshape(-1), alpha=scale)
             if update_probe:
-                step = self.unshift_sum(frames, patches.conj_physical_().mul_(dpsi))
-                self.probe.add_(step, alpha=beta / (count * (object_peak + ops.EPS)))
+                # each window's step normalised by its own max |O|^2 (as pty-chi's ePIE)
+                peaks = ops.intensity(patches).amax(dim=(-2, -1), keepdim=True).add_(ops.EPS)
+                step = self.unshift_sum(frames, patches.conj_physical_().mul_(dpsi).div_(peaks))
+                self.probe.add_(step, alpha=beta / count)
         return float(misfit)

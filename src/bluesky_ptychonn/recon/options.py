@@ -29,11 +29,18 @@ class ObjectOptions:
             default 0.2 reached lower errors in fewer iterations on simulated scans.
         margin_px: free pixels added on every side of the scanned area when the object grid is
             built from the positions (object pixels).
+        normalise: while the probe is refined, after every iteration scale the object so that
+            its RMS amplitude, weighted by the scan's illumination, is 1, and the probe
+            inversely (the model is unchanged; pty-chi's "remove object-probe ambiguity").
+            Keeps the object's amplitude physical, so that the probe cannot fade while the
+            object grows. Skipped when the probe's power constraint is on (it fixes the same
+            scale).
     """
 
     step_size: float = 1.0
     regularisation: float = 0.2
     margin_px: int = 4
+    normalise: bool = True
 
     def validate(self) -> None:
         if not self.step_size > 0:
@@ -63,6 +70,20 @@ class ProbeOptions:
             object inversely (fixes the object/probe scale ambiguity; the model is unchanged).
         power_photons: target of the power constraint, sum |P|^2 in photons; None takes the
             mean total counts of a pattern.
+        centre: after every probe update move the probe and the object together by whole
+            pixels so that the probe's intensity centre of mass stays on pixel (H//2, W//2)
+            (a shift of both leaves every diffraction pattern unchanged); stops the probe from
+            drifting out of its window.
+        trial_iterations: ePIE only, when the probe is refined: iterate every candidate start
+            (the given probe, or the file's, and probes built from the data for the beam
+            sizes of ``trial_overlaps``) side by side for this many iterations on the same
+            batches, then continue from the one with the lowest data error (the others are
+            dropped; their errors go into the settings). 0 keeps the given start. Costs
+            ``trial_iterations`` iterations per extra candidate.
+        trial_overlaps: overlap ratios 1 - step / beam size for which a probe is built from
+            the data as a candidate start (`prepare.probe_diameter_guess_px`); a larger
+            assumed overlap means a larger, more defocused beam, so together they span the
+            defocus a scan is likely to be run at.
     """
 
     update: bool = True
@@ -72,6 +93,9 @@ class ProbeOptions:
     rescale_to_data: bool = True
     power_constraint: bool = False
     power_photons: float | None = None
+    centre: bool = True
+    trial_iterations: int = 6
+    trial_overlaps: tuple[float, ...] = (0.6, 0.8, 0.9)
 
     def validate(self) -> None:
         if not self.step_size > 0:
@@ -82,6 +106,14 @@ class ProbeOptions:
             raise ValueError(f"probe initial must be one of {PROBE_INITIAL}, got {self.initial!r}")
         if self.power_photons is not None and not self.power_photons > 0:
             raise ValueError(f"probe power_photons must be positive, got {self.power_photons!r}")
+        if int(self.trial_iterations) != self.trial_iterations or self.trial_iterations < 0:
+            raise ValueError(
+                f"probe trial_iterations must be a non-negative int, got {self.trial_iterations!r}"
+            )
+        if not all(0 <= overlap < 1 for overlap in self.trial_overlaps):
+            raise ValueError(
+                f"probe trial_overlaps must lie in [0, 1), got {self.trial_overlaps!r}"
+            )
 
 
 @dataclass
@@ -110,6 +142,54 @@ class SyncOptions:
             )
 
 
+@dataclass
+class DivergenceOptions:
+    """When a reconstruction counts as diverged: `ReconstructionDiverged` is raised, no result.
+
+    Checked after every iteration (the error must also be finite). A diverged reconstruction
+    would teach a network garbage, so it is refused rather than returned.
+
+    Attributes:
+        enabled: check at all (False: only NaN or infinite errors are refused).
+        error_growth: diverged when the data error exceeds this factor times the lowest error
+            so far (dimensionless, > 1).
+        grace_iterations: the growth check starts after this many iterations (the first
+            iterations of a rough start, and the start of the probe update, may raise the
+            error for a while).
+        max_object_amplitude: diverged when max |O| over the illuminated area exceeds this
+            (dimensionless transmission; with `ObjectOptions.normalise` the RMS is 1, and a
+            physical object stays within a few times that).
+        min_probe_power_fraction: diverged when the probe's power sum |P|^2 falls below this
+            fraction of the mean counts of a pattern (the probe collapsing while the object
+            grows).
+    """
+
+    enabled: bool = True
+    error_growth: float = 5.0
+    grace_iterations: int = 3
+    max_object_amplitude: float = 10.0
+    min_probe_power_fraction: float = 0.1
+
+    def validate(self) -> None:
+        if not self.error_growth > 1:
+            raise ValueError(f"divergence error_growth must be > 1, got {self.error_growth!r}")
+        if int(self.grace_iterations) != self.grace_iterations or self.grace_iterations < 0:
+            raise ValueError(
+                f"divergence grace_iterations must be a non-negative int, got "
+                f"{self.grace_iterations!r}"
+            )
+        if not self.max_object_amplitude > 0:
+            raise ValueError(
+                f"divergence max_object_amplitude must be positive, got "
+                f"{self.max_object_amplitude!r}"
+            )
+        if not 0 <= self.min_probe_power_fraction < 1:
+            raise ValueError(
+                f"divergence min_probe_power_fraction must lie in [0, 1), got "
+                f"{self.min_probe_power_fraction!r}"
+            )
+
+
 def _validate_common(options: EPIEOptions | APOptions) -> None:
     if int(options.iterations) != options.iterations or options.iterations < 0:
         raise ValueError(f"iterations must be a non-negative int, got {options.iterations!r}")
@@ -117,6 +197,7 @@ def _validate_common(options: EPIEOptions | APOptions) -> None:
         raise ValueError(f"device must be one of {DEVICES}, got {options.device!r}")
     options.object.validate()
     options.probe.validate()
+    options.divergence.validate()
 
 
 @dataclass
@@ -127,6 +208,7 @@ class EPIEOptions:
         iterations: passes over all positions.
         batch_size: positions updated together (vectorised); 1 is the classic sequential ePIE.
         object, probe: update settings.
+        divergence: when the run is refused as diverged (`DivergenceOptions`).
         shuffle: draw a new random position order every iteration (lower final errors); False
             draws one random order (from the seed) and keeps it (a smoother error curve).
         subpixel: honour sub-pixel positions by Fourier-shifting the probe (else round them).
@@ -140,6 +222,7 @@ class EPIEOptions:
     shuffle: bool = True
     object: ObjectOptions = field(default_factory=ObjectOptions)
     probe: ProbeOptions = field(default_factory=ProbeOptions)
+    divergence: DivergenceOptions = field(default_factory=DivergenceOptions)
     subpixel: bool = True
     device: str = "cpu"
     seed: int = 0
@@ -166,6 +249,7 @@ class APOptions:
         iterations: number of iterations.
         object, probe: settings (step sizes are unused).
         sync: phase synchronisation settings.
+        divergence: when the run is refused as diverged (`DivergenceOptions`).
         subpixel, device, seed, progress: as in `EPIEOptions`.
     """
 
@@ -173,6 +257,7 @@ class APOptions:
     object: ObjectOptions = field(default_factory=ObjectOptions)
     probe: ProbeOptions = field(default_factory=ProbeOptions)
     sync: SyncOptions = field(default_factory=SyncOptions)
+    divergence: DivergenceOptions = field(default_factory=DivergenceOptions)
     subpixel: bool = True
     device: str = "cpu"
     seed: int = 0
@@ -202,8 +287,16 @@ def options_from_dict(settings: dict[str, Any]) -> EPIEOptions | APOptions:
     if name not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {name!r}; known: {sorted(ALGORITHMS)}")
     cls = ALGORITHMS[name]
-    nested = {"object": ObjectOptions, "probe": ProbeOptions, "sync": SyncOptions}
+    nested = {
+        "object": ObjectOptions,
+        "probe": ProbeOptions,
+        "sync": SyncOptions,
+        "divergence": DivergenceOptions,
+    }
     for key, sub in nested.items():
         if key in settings and isinstance(settings[key], dict):
             settings[key] = sub(**settings[key])
+    if isinstance(settings.get("probe"), ProbeOptions):  # JSON turns tuples into lists
+        probe = settings["probe"]
+        probe.trial_overlaps = tuple(probe.trial_overlaps)
     return cls(**settings)

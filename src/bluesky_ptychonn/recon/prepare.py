@@ -162,6 +162,20 @@ def probe_from_patterns(
     return scale_probe(probe, float(np.mean(np.sum(patterns, axis=(1, 2), dtype=np.float64))))
 
 
+def probe_from_data(scan: PreparedScan, overlap: float = ASSUMED_OVERLAP) -> np.ndarray:
+    """`probe_from_patterns` for a prepared scan, its beam sized for ``overlap`` (complex64).
+
+    The beam diameter is `probe_diameter_guess_px` of the scan's positions at ``overlap``
+    (1 - step / beam size); scaled so that sum |P|^2 is the mean counts of a pattern.
+    """
+    patterns = np.square(scan.amplitudes, dtype=np.float32)
+    diameter = probe_diameter_guess_px(
+        scan.grid.to_pixels(scan.positions_m), scan.frame_shape, overlap
+    )
+    probe = probe_from_patterns(patterns, scan.valid, diameter)
+    return scale_probe(probe, scan.mean_counts)
+
+
 def scale_probe(probe: np.ndarray, photons: float) -> np.ndarray:
     """``probe`` scaled so that sum |P|^2 = ``photons``."""
     power = float(np.sum(np.abs(probe) ** 2))

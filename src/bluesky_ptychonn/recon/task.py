@@ -1,13 +1,17 @@
 """`ReconstructionTask`: the steppable state every engine shares (object, probe, history).
 
 An engine subclass implements `_iterate` (one pass over the data, returning the summed squared
-amplitude misfit); the base class owns the device tensors, the probe power constraint, the
-error history, timing, the progress bar and the conversion to a `Reconstruction`.
+amplitude misfit); the base class owns the device tensors, the constraints applied after every
+iteration (probe centre, object normalisation, probe power), the trial of candidate probe
+starts, the divergence checks, the error history, timing, the progress bar and the conversion
+to a `Reconstruction`.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,7 +20,64 @@ import torch
 from ..dataset import ComplexImage, PtychoDataset, Reconstruction
 from . import ops
 from .options import APOptions, EPIEOptions, options_to_dict
-from .prepare import PreparedScan, prepare
+from .prepare import ASSUMED_OVERLAP, PreparedScan, prepare, probe_from_data
+
+ILLUMINATED_FRACTION = 0.1
+"""Object pixels whose summed probe intensity exceeds this fraction of its maximum are the
+illuminated area (object normalisation and the object-amplitude check)."""
+ILLUMINATION_CHUNK_ELEMENTS = 1 << 22
+
+
+_POISSON_TABLE: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def poisson_amplitude_misfit(mean_counts: np.ndarray) -> np.ndarray:
+    """E[(sqrt(k) - sqrt(lam))^2] for k ~ Poisson(lam), elementwise (photons^0: counts).
+
+    The expected squared amplitude misfit of a perfect model on Poisson-noisy counts: about
+    lam for lam << 1 and 1/4 for lam >> 1. Tabulated once (200 log-spaced values of lam from
+    1e-4 to 1e4, exact sums over k) and interpolated; 1/4 above the table.
+    """
+    global _POISSON_TABLE
+    if _POISSON_TABLE is None:
+        from scipy.stats import poisson
+
+        lam = np.geomspace(1e-4, 1e4, 200)
+        values = np.empty_like(lam)
+        for i, m in enumerate(lam):
+            k = np.arange(int(m + 12 * np.sqrt(m) + 30))
+            pmf = poisson.pmf(k, m)
+            values[i] = float(np.sum(pmf * (np.sqrt(k) - np.sqrt(m)) ** 2))
+        _POISSON_TABLE = (np.log(lam), values)
+    log_lam, values = _POISSON_TABLE
+    lam = np.asarray(mean_counts, dtype=np.float64)
+    out = np.interp(np.log(np.maximum(lam, 1e-12)), log_lam, values, right=0.25)
+    return np.where(lam < 1e-4, lam, out)
+
+
+class ReconstructionDiverged(RuntimeError):
+    """The reconstruction diverged; its state is no result and must not be used.
+
+    The message is one sentence saying what went wrong and at which iteration.
+
+    Attributes:
+        iteration: the (0-based) iteration after which divergence was detected.
+    """
+
+    def __init__(self, message: str, iteration: int) -> None:
+        super().__init__(message)
+        self.iteration = iteration
+
+
+@dataclass
+class _Candidate:
+    """One candidate start of the probe trial (its own object, probe and error history)."""
+
+    name: str
+    object: torch.Tensor
+    probe: torch.Tensor
+    errors: list[float] = field(default_factory=list)
+
 
 SUBPIXEL_TOL_PX = 1e-6
 RAMP_CACHE_ELEMENTS = 1 << 24  # cache every frame's shift ramp below this many values (128 MB)
@@ -83,6 +144,10 @@ class ReconstructionTask:
         self.iteration = 0
         self.seconds = 0.0
         self.rng = np.random.default_rng(options.seed)
+        self.probe_source = scan.probe_source
+        self.trial_errors: dict[str, float] = {}
+        self._trial: list[_Candidate] | None = None
+        self._trial_allowed = self.supports_trial and initial_object is None
 
     # ---- helpers for engines ------------------------------------------------------------------
     def window_index(self, frames: torch.Tensor) -> torch.Tensor:
@@ -115,9 +180,33 @@ class ReconstructionTask:
         p = self.options.probe
         return p.update and self.iteration >= p.start_iteration
 
+    def illumination(self) -> torch.Tensor:
+        """(R, C) float32 summed probe intensity sum_k |P|^2 of all windows on the object grid.
+
+        The unshifted probe at each window's integer corner (a normaliser, not the model).
+        """
+        flat = torch.zeros(self.object.numel(), dtype=torch.float32, device=self.device)
+        intensity = ops.intensity(self.probe)
+        h, w = self.frame_shape
+        chunk = max(1, ILLUMINATION_CHUNK_ELEMENTS // (h * w))
+        frames = torch.arange(self.scan.n_frames, device=self.device)
+        for start in range(0, frames.shape[0], chunk):
+            part = frames[start : start + chunk]
+            ops.scatter_add(flat, self.window_index(part), intensity.expand(part.shape[0], h, w))
+        return flat.view(self.object_shape)
+
     # ---- the loop -----------------------------------------------------------------------------
+    supports_trial = False
+    """Whether the engine can run the probe trial (`ProbeOptions.trial_iterations`)."""
+
     def _iterate(self) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _begin_iteration(self) -> None:
+        """Hook run once per iteration before any candidate iterates (e.g. draw the order)."""
+
+    def _probe_changed(self) -> None:
+        """Hook run after a constraint changed the probe (engines that cache it refresh)."""
 
     def _apply_power_constraint(self) -> None:
         power = float(ops.intensity(self.probe).sum())
@@ -125,21 +214,201 @@ class ReconstructionTask:
             factor = (self.target_power / power) ** 0.5
             self.probe *= factor
             self.object /= factor
+            self._probe_changed()
+
+    def _centre_probe(self) -> None:
+        """Move probe and object by whole pixels so the probe's centre of mass is centred."""
+        intensity = ops.intensity(self.probe)
+        total = float(intensity.sum())
+        if not total > 0:
+            return
+        h, w = self.frame_shape
+        rows = torch.arange(h, device=self.device, dtype=torch.float32)
+        cols = torch.arange(w, device=self.device, dtype=torch.float32)
+        com_row = float((intensity.sum(1) * rows).sum()) / total
+        com_col = float((intensity.sum(0) * cols).sum()) / total
+        shift = (round(com_row - h // 2), round(com_col - w // 2))
+        if shift == (0, 0) or not (math.isfinite(com_row) and math.isfinite(com_col)):
+            return
+        back = (-shift[0], -shift[1])
+        self.probe.copy_(torch.roll(self.probe, back, dims=(0, 1)))
+        self.object.copy_(torch.roll(self.object, back, dims=(0, 1)))
+        self._probe_changed()
+
+    def _normalise_object(self) -> None:
+        """Scale the object to unit illumination-weighted RMS amplitude, the probe inversely."""
+        weight = self.illumination()
+        total = float(weight.sum())
+        if not total > 0:
+            return
+        rms = math.sqrt(float((weight * ops.intensity(self.object)).sum()) / total)
+        if rms > 0 and math.isfinite(rms):
+            self.object /= rms
+            self.probe *= rms
+            self._probe_changed()
+
+    def _constrain(self) -> None:
+        """The constraints applied after every iteration (see the options)."""
+        opts = self.options
+        probe_refined = self.probes_update_allowed()
+        if probe_refined and opts.probe.centre:
+            self._centre_probe()
+        if opts.probe.power_constraint:
+            self._apply_power_constraint()
+        elif probe_refined and opts.object.normalise:
+            self._normalise_object()
+
+    # ---- the probe trial ----------------------------------------------------------------------
+    def _trial_wanted(self) -> bool:
+        p = self.options.probe
+        return self._trial_allowed and p.update and p.trial_iterations > 0 and self.iteration == 0
+
+    def _candidates(self) -> list[_Candidate]:
+        """The given start plus probes built from the data for every trial overlap."""
+        start = _Candidate(self.probe_source, self.object.clone(), self.probe.clone())
+        out = [start]
+        for overlap in self.options.probe.trial_overlaps:
+            if self.probe_source == "data" and math.isclose(overlap, ASSUMED_OVERLAP):
+                continue  # the start itself
+            probe = probe_from_data(self.scan, overlap)
+            out.append(
+                _Candidate(
+                    f"data (overlap {overlap:g})",
+                    self.object.clone(),
+                    torch.from_numpy(probe).to(self.device),
+                )
+            )
+        return out
+
+    def _trial_iteration(self) -> float:
+        """One iteration of every candidate on the same batches; keep the best as the state."""
+        assert self._trial is not None
+        misfits = []
+        for candidate in self._trial:
+            self.object, self.probe = candidate.object, candidate.probe
+            misfit = self._iterate()
+            self._constrain()
+            error = misfit / self.data_power if self.data_power > 0 else float("nan")
+            candidate.errors.append(error if math.isfinite(error) else math.inf)
+            candidate.object, candidate.probe = self.object, self.probe
+            misfits.append(misfit if math.isfinite(misfit) else math.inf)
+        best = int(np.argmin([c.errors[-1] for c in self._trial]))
+        chosen = self._trial[best]
+        self.object, self.probe = chosen.object, chosen.probe
+        self._probe_changed()
+        if self.iteration + 1 >= self.options.probe.trial_iterations:
+            self.trial_errors = {c.name: c.errors[-1] for c in self._trial}
+            self.probe_source = chosen.name
+            self.error_history = list(chosen.errors[:-1])
+            self._trial = None
+        return misfits[best]
+
+    # ---- divergence ---------------------------------------------------------------------------
+    def _check_divergence(self, error: float) -> None:
+        """Raise `ReconstructionDiverged` when the state is no longer a reconstruction."""
+        it = self.iteration
+        if not math.isfinite(error):
+            raise ReconstructionDiverged(
+                f"the reconstruction diverged at iteration {it}: its data error became "
+                f"{error} (NaN or infinite values in the object or probe)",
+                it,
+            )
+        d = self.options.divergence
+        if not d.enabled or self._trial is not None:
+            return
+        if self.error_history and it >= d.grace_iterations:
+            best_at = int(np.argmin(self.error_history))
+            best = self.error_history[best_at]
+            if error > d.error_growth * best:
+                raise ReconstructionDiverged(
+                    f"the reconstruction diverged at iteration {it}: its data error "
+                    f"{error:.3g} grew to {error / best:.1f} times its best ({best:.3g} at "
+                    f"iteration {best_at}; the limit is {d.error_growth:g} times)",
+                    it,
+                )
+        if self.options.probe.update and d.min_probe_power_fraction > 0:
+            power = float(ops.intensity(self.probe).sum())
+            if power < d.min_probe_power_fraction * self.scan.mean_counts:
+                raise ReconstructionDiverged(
+                    f"the reconstruction diverged at iteration {it}: the probe's power "
+                    f"collapsed to {power / self.scan.mean_counts:.3g} of the mean counts of "
+                    f"a pattern (the limit is {d.min_probe_power_fraction:g})",
+                    it,
+                )
+        ratio = self.object_peak_to_rms()
+        if ratio > d.max_object_amplitude:
+            raise ReconstructionDiverged(
+                f"the reconstruction diverged at iteration {it}: the object's amplitude over "
+                f"the illuminated area peaks at {ratio:.1f} times its RMS (the limit is "
+                f"{d.max_object_amplitude:g}; a physical object stays near 1)",
+                it,
+            )
+
+    def data_error(self) -> tuple[float, float]:
+        """(data error, Poisson noise floor) of the current state; nothing is updated.
+
+        The data error is the iterations' misfit, sum (|Psi| - sqrt(I))^2 / sum I over valid
+        pixels, of the current object and probe. The noise floor is the value the true object
+        and probe would reach on Poisson-noisy counts: the expected misfit
+        E[(sqrt(k) - sqrt(lam))^2], k ~ Poisson(lam), summed over the model's intensities lam
+        (`poisson_amplitude_misfit`), over the same sum I (dimensionless, both).
+        """
+        flat = self.object.view(-1)
+        spectrum = ops.fft2(self.probe) if self.subpixel else None
+        valid = None if self.all_valid else self.valid
+        h, w = self.frame_shape
+        chunk = max(1, ILLUMINATION_CHUNK_ELEMENTS // (4 * h * w))
+        misfit = 0.0
+        floor = 0.0
+        frames_all = torch.arange(self.scan.n_frames, device=self.device)
+        for start in range(0, frames_all.shape[0], chunk):
+            frames = frames_all[start : start + chunk]
+            patches = ops.gather(flat, self.window_index(frames), self.frame_shape)
+            far = ops.fft2(patches * self.shifted_probes(frames, spectrum))
+            expected = poisson_amplitude_misfit(ops.intensity(far).cpu().numpy())
+            if valid is not None:
+                expected = expected * ops.unshifted(self.scan.valid)[None]
+            floor += float(expected.sum())
+            amplitudes = torch.index_select(self.amplitudes, 0, frames)
+            misfit += float(ops.modulus_correct_(far, amplitudes, valid))
+        if not self.data_power > 0:
+            return float("nan"), float("nan")
+        return misfit / self.data_power, floor / self.data_power
+
+    def object_peak_to_rms(self) -> float:
+        """max |O| over the illuminated area / its illumination-weighted RMS (dimensionless)."""
+        weight = self.illumination()
+        lit = weight > ILLUMINATED_FRACTION * weight.max()
+        total = float(weight.sum())
+        if not total > 0 or not bool(lit.any()):
+            return 0.0
+        amplitude2 = ops.intensity(self.object)
+        rms = math.sqrt(float((weight * amplitude2).sum()) / total)
+        peak = math.sqrt(float(amplitude2[lit].max()))
+        return peak / rms if rms > 0 else math.inf
 
     def step(self) -> float:
-        """Run one iteration; return its error (see ``error_history``)."""
+        """Run one iteration; return its error (see ``error_history``).
+
+        Raises:
+            ReconstructionDiverged: the data error became NaN or grew far above its best, the
+                probe's power collapsed, or the object's amplitude left the physical range
+                (see `DivergenceOptions`); the task's state is then no result.
+        """
         start = time.perf_counter()
-        misfit = self._iterate()
-        if self.options.probe.power_constraint:
-            self._apply_power_constraint()
+        if self._trial_wanted():
+            self._trial = self._candidates()
+        self._begin_iteration()
+        if self._trial is not None:
+            misfit = self._trial_iteration()
+        else:
+            misfit = self._iterate()
+            self._constrain()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.seconds += time.perf_counter() - start
         error = misfit / self.data_power if self.data_power > 0 else float("nan")
-        if not np.isfinite(error):
-            raise FloatingPointError(
-                f"iteration {self.iteration}: the error became {error}; lower the step sizes"
-            )
+        self._check_divergence(error)
         self.error_history.append(error)
         self.iteration += 1
         return error
@@ -182,7 +451,8 @@ class ReconstructionTask:
             "iterations_done": self.iteration,
             "seconds": self.seconds,
             "device": str(self.device),
-            "probe_source": self.scan.probe_source,
+            "probe_source": self.probe_source,
+            "probe_trial_errors": dict(self.trial_errors),
             "subpixel_used": self.subpixel,
             "n_patterns": self.scan.n_frames,
         }
