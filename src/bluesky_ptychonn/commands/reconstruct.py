@@ -3,7 +3,9 @@
 Reads a CXI file (patterns, translations and, if present, a probe), runs ePIE or alternating
 projections (`recon.reconstruct`), writes a CXI file with the scan and the reconstruction in
 ``/entry_1/image_1`` (object, probe, positions, error history, settings) and a PNG of phase,
-amplitude, probe and error curve next to it.
+amplitude, probe and error curve next to it. With ``--assess`` the ground-truth-free quality
+check (`recon.assessment.assess_reconstruction`) goes into the settings and is printed. A
+reconstruction that diverges is refused: one sentence on stderr, exit status 1, no file.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,8 @@ def build_options(args: argparse.Namespace):
         initial="data" if args.probe_from_data else "auto",
         power_constraint=args.probe_power_constraint,
     )
+    if args.trial_iterations is not None:
+        probe.trial_iterations = args.trial_iterations
     common = dict(
         iterations=args.iterations,
         object=ObjectOptions(),
@@ -60,8 +65,25 @@ def build_options(args: argparse.Namespace):
     return options
 
 
+def build_thresholds(args: argparse.Namespace):
+    """The `AssessmentThresholds` the arguments describe."""
+    from ..recon.assessment import AssessmentThresholds
+
+    given = {
+        name: getattr(args, name)
+        for name in ("max_noise_ratio", "max_error_trend", "max_resolution_px", "frc_threshold")
+        if getattr(args, name) is not None
+    }
+    if given.get("max_resolution_px") == 0:
+        given["max_resolution_px"] = None
+    thresholds = AssessmentThresholds(**given)
+    thresholds.validate()
+    return thresholds
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..recon import make_task
+    from ..recon import ReconstructionDiverged, make_task
+    from ..recon.assessment import assess_reconstruction
     from ..recon.figure import plot_reconstruction
     from ..storage.cxi import read_cxi, write_cxi
 
@@ -73,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--out must differ from the input file")
     png = Path(args.png) if args.png else out.with_suffix(".png")
     options = build_options(args)
+    thresholds = build_thresholds(args) if args.assess else None
     if args.threads:
         import torch
 
@@ -89,8 +112,22 @@ def run(args: argparse.Namespace) -> int:
         task.scan.probe_source,
         task.device,
     )
-    task.run()
+    try:
+        task.run()
+    except ReconstructionDiverged as error:
+        print(f"bluesky-ptychonn reconstruct: {error}; nothing written", file=sys.stderr)
+        return 1
     result = task.result()
+    assessment = None
+    if args.assess:
+        assessment = assess_reconstruction(
+            dataset, task, options, half_scan=not args.no_half_scan, thresholds=thresholds
+        ).to_dict()
+        result.settings["assessment"] = assessment
+        shown = {k: v for k, v in assessment.items() if k not in ("frc", "frc_frequency")}
+        print(json.dumps({"assessment": shown}))
+        if not assessment["passed"]:
+            log.warning("the reconstruction failed its check: %s", "; ".join(assessment["reasons"]))
     write_cxi(out, dataset, result, overwrite=args.overwrite)
     plot_reconstruction(
         result, png, title=f"{source.name}: {result.algorithm}, {task.iteration} iterations"
@@ -102,7 +139,10 @@ def run(args: argparse.Namespace) -> int:
         "final_error": result.error_history[-1] if result.error_history.size else None,
         "seconds": round(task.seconds, 3),
         "patterns_per_s": round(task.patterns_per_second, 1),
+        "probe_source": task.probe_source,
     }
+    if assessment is not None:
+        summary["assessment_passed"] = assessment["passed"]
     print(json.dumps(summary))
     return 0
 
@@ -152,6 +192,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--probe-power-constraint",
         action="store_true",
         help="keep the probe's power at the mean counts of a pattern",
+    )
+    parser.add_argument(
+        "--trial-iterations",
+        type=_non_negative_int,
+        help="ePIE: iterations of the trial of candidate probe starts (the file's and probes "
+        "built from the data) before the best is kept; 0 keeps the given start (default: "
+        "ProbeOptions.trial_iterations)",
+    )
+    parser.add_argument(
+        "--assess",
+        action="store_true",
+        help="judge the result without a ground truth (data error against the Poisson noise "
+        "floor, error trend, half-scan FRC resolution); stored in the settings and printed",
+    )
+    parser.add_argument(
+        "--no-half-scan",
+        action="store_true",
+        help="--assess without the two half-scan reconstructions (no FRC resolution)",
+    )
+    parser.add_argument(
+        "--max-noise-ratio",
+        type=float,
+        help="--assess: largest data error / Poisson noise floor that passes (default: "
+        "recon.assessment.AssessmentThresholds, as for the next three)",
+    )
+    parser.add_argument(
+        "--max-error-trend",
+        type=float,
+        help="--assess: largest last / lowest iteration error that passes",
+    )
+    parser.add_argument(
+        "--max-resolution-px",
+        type=float,
+        help="--assess: largest half-scan FRC resolution (object pixels, half period) that "
+        "passes; 0 does not judge it",
+    )
+    parser.add_argument(
+        "--frc-threshold",
+        choices=("half-bit", "1/7"),
+        help="--assess: FRC threshold for the resolution",
     )
     parser.add_argument(
         "--translation-sign",

@@ -37,7 +37,7 @@ from ..dataset import ComplexImage, PtychoDataset, Reconstruction
 from ..metrics import fit_phase_ramp, fourier_ring_correlation
 from .options import APOptions, EPIEOptions, ProbeOptions, options_from_dict
 from .quality import illuminated_mask
-from .task import ReconstructionTask
+from .task import ReconstructionDiverged, ReconstructionTask
 
 FRC_THRESHOLDS = ("half-bit", "1/7")
 
@@ -290,7 +290,13 @@ def assess_reconstruction(
         thresholds=dataclasses.asdict(thresholds),
     )
     if half_scan:
-        frc, pixel = half_scan_frc(dataset, reconstruction, options)
+        try:
+            frc, pixel = half_scan_frc(dataset, reconstruction, options)
+        except ReconstructionDiverged as error:
+            reasons.append(f"a half-scan reconstruction failed: {error}")
+            assessment.passed = False
+            assessment.seconds = time.perf_counter() - started
+            return assessment
         if thresholds.frc_threshold == "1/7":
             frc = dataclasses.replace(frc, threshold=np.full_like(frc.frc, 1.0 / 7.0))
         assessment.frc_frequency = [float(f) for f in frc.frequency]

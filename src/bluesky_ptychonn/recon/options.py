@@ -94,7 +94,7 @@ class ProbeOptions:
     power_constraint: bool = False
     power_photons: float | None = None
     centre: bool = True
-    trial_iterations: int = 6
+    trial_iterations: int = 4
     trial_overlaps: tuple[float, ...] = (0.6, 0.8, 0.9)
 
     def validate(self) -> None:

@@ -35,7 +35,7 @@ def poisson_amplitude_misfit(mean_counts: np.ndarray) -> np.ndarray:
     """E[(sqrt(k) - sqrt(lam))^2] for k ~ Poisson(lam), elementwise (photons^0: counts).
 
     The expected squared amplitude misfit of a perfect model on Poisson-noisy counts: about
-    lam for lam << 1 and 1/4 for lam >> 1. Tabulated once (200 log-spaced values of lam from
+    2 lam for lam << 1 and 1/4 for lam >> 1. Tabulated once (200 log-spaced values of lam from
     1e-4 to 1e4, exact sums over k) and interpolated; 1/4 above the table.
     """
     global _POISSON_TABLE
@@ -52,7 +52,7 @@ def poisson_amplitude_misfit(mean_counts: np.ndarray) -> np.ndarray:
     log_lam, values = _POISSON_TABLE
     lam = np.asarray(mean_counts, dtype=np.float64)
     out = np.interp(np.log(np.maximum(lam, 1e-12)), log_lam, values, right=0.25)
-    return np.where(lam < 1e-4, lam, out)
+    return np.where(lam < 1e-4, 2.0 * lam, out)
 
 
 class ReconstructionDiverged(RuntimeError):
