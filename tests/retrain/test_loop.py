@@ -1,6 +1,6 @@
 """The continual-learning loop, step by step and end to end, in this process (InlineExecutor).
 
-Small simulated scans (64x64 patterns, ~100 positions), few ePIE iterations and epochs: these
+Small simulated scans (128x128 patterns, ~40 positions), few ePIE iterations and epochs: these
 tests check what the loop decides and records, what it refuses and what it leaves in service,
 not how good the model gets (that is `bench continual`).
 """
@@ -20,7 +20,7 @@ from bluesky_ptychonn.retrain.loop import ContinualLoop
 from bluesky_ptychonn.retrain.options import GateOptions, LoopOptions
 
 FAST = {
-    "recon": {"iterations": 15},
+    "recon": {"iterations": 30},
     "train": {"epochs": 2, "threads": 1, "scratch": {"epochs": 3}},
     "promote": {"onnx": False},
 }
@@ -55,7 +55,7 @@ def test_first_scan_trains_a_model_from_scratch_that_serve_can_load(first_model,
     assert record["trained"] and record["promoted"], record["promotion_reason"]
     model, sidecar = load_model(record["model_path"])
     assert sidecar.version == record["model_version"]
-    assert tuple(sidecar.preprocessing.frame_shape) == (64, 64)
+    assert tuple(sidecar.preprocessing.frame_shape) == (128, 128)
     assert set(record["steps"]) >= {"labels", "train", "export"}
     labels = LabelSet.load(state / "labels" / "scan0.npz")
     assert labels.labels.shape[1:] == (2, *model.config.input_shape)
@@ -99,11 +99,11 @@ def test_a_challenger_that_is_not_better_is_not_promoted(first_model, scans, tmp
 
 def test_labels_of_the_wrong_pattern_size_are_refused(first_model, tmp_path):
     _, record = first_model
-    scan = small_scan(tmp_path / "small.cxi", frame_px=32, defocus_m=30e-6)
+    scan = small_scan(tmp_path / "small.cxi", frame_px=64, defocus_m=100e-6)
     loop = ContinualLoop(tmp_path / "state", fast_options(), model_dir=record["model_path"])
     result = loop.process_scan(scan, "small")
     assert result.decision == "refused"
-    assert "32x32 patterns but the network takes 64x64" in result.reason
+    assert "64x64 patterns but the network takes 128x128" in result.reason
     assert result.model_version == record["model_version"] and not result.promoted
     assert loop.status()["last_decision"] == "refused"
 
@@ -135,7 +135,7 @@ def test_a_model_with_nan_weights_is_refused(scans, tmp_path):
     model = build_model("edge", input_shape=32, base_channels=4)
     with torch.no_grad():
         next(model.parameters()).fill_(float("nan"))
-    save_model(model, tmp_path / "nan", Preprocessing((32, 32), (64, 64), "crop"))
+    save_model(model, tmp_path / "nan", Preprocessing((32, 32), (128, 128), "crop"))
     loop = ContinualLoop(tmp_path / "state", fast_options(), model_dir=tmp_path / "nan")
     result = loop.process_scan(scans[1], "scan1")
     assert result.decision == "refused"

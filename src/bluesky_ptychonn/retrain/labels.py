@@ -138,17 +138,18 @@ def check_reconstruction(reconstruction: Any) -> dict[str, float]:
     return figures
 
 
-def _assessment(dataset: Any, reconstruction: Any, options: Any) -> dict[str, Any] | None:
-    """The reconstruction module's ground-truth-free quality check, where it has one."""
-    try:
-        from ..recon import assessment  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    assess = getattr(assessment, "assess_reconstruction", None)
-    if assess is None:
-        return None
-    result = assess(dataset, reconstruction, options, half_scan=False)
-    return result.to_dict() if hasattr(result, "to_dict") else dict(vars(result))
+def _assessment(
+    dataset: Any, reconstruction: Any, options: Any, quality: dict[str, Any]
+) -> dict[str, Any]:
+    """The ground-truth-free quality check (`recon.assessment`) with the loop's thresholds."""
+    from ..recon.assessment import AssessmentThresholds, assess_reconstruction
+
+    quality = dict(quality)
+    half_scan = bool(quality.pop("half_scan", False))
+    thresholds = AssessmentThresholds(**quality)
+    return assess_reconstruction(
+        dataset, reconstruction, options, half_scan=half_scan, thresholds=thresholds
+    ).to_dict()
 
 
 def labels_step(
@@ -160,6 +161,7 @@ def labels_step(
     holdout_fraction: float,
     seed: int,
     scan_uid: str,
+    quality: dict[str, Any] | None = None,
     initial_object_path: str | None = None,
 ) -> dict[str, Any]:
     """Reconstruct one scan and write its labels (see the module docstring); worker side.
@@ -171,6 +173,8 @@ def labels_step(
         recon: ePIE options (`recon.options.options_to_dict` form; missing keys: defaults).
         holdout_fraction, seed: the frozen holdout draw.
         scan_uid: the run's uid (lineage).
+        quality: `recon.assessment.AssessmentThresholds` fields plus ``half_scan`` (bool): the
+            check a reconstruction must pass to give labels.
         initial_object_path: a CXI file whose reconstruction (the live mosaic) seeds ePIE.
 
     Raises:
@@ -202,8 +206,8 @@ def labels_step(
     except (FloatingPointError, RuntimeError) as error:
         raise LabelsRefused(f"the reconstruction of scan {scan_uid} failed: {error}") from None
     health = check_reconstruction(reconstruction)
-    assessment = _assessment(dataset, reconstruction, options)
-    if assessment is not None and not assessment.get("passed", True):
+    assessment = _assessment(dataset, reconstruction, options, quality or {})
+    if not assessment["passed"]:
         reasons = "; ".join(assessment.get("reasons", [])) or "quality check failed"
         raise LabelsRefused(f"the reconstruction of scan {scan_uid} failed its check: {reasons}")
     recon_seconds = time.perf_counter() - started

@@ -299,6 +299,7 @@ class ContinualLoop:
             holdout_fraction=opts.gate.holdout_fraction,
             seed=opts.train.seed + len(self.label_paths),
             scan_uid=uid,
+            quality=opts.quality,
             initial_object_path=str(initial_object_path) if initial_object_path else None,
         )
         record.labels = {k: v for k, v in labels.items() if k != "lineage"}

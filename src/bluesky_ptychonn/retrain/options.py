@@ -136,6 +136,11 @@ class LoopOptions:
     Attributes:
         gate, train, promote: see their classes.
         recon: ePIE settings for the labels (see `RECON_DEFAULTS`).
+        quality: the check a reconstruction must pass to give labels:
+            `recon.assessment.AssessmentThresholds` fields (``max_noise_ratio``,
+            ``max_error_trend``, ``max_resolution_px``, ``frc_threshold``) and ``half_scan``
+            (also reconstruct the two half scans and judge their FRC resolution: about one
+            more reconstruction). Default: the data error and its trend only.
         step_retries: reruns of a step that raised (a diverged ePIE diverges again: 0). A step
             whose worker died is rerun by the scheduler regardless.
     """
@@ -144,6 +149,7 @@ class LoopOptions:
     train: TrainOptions = field(default_factory=TrainOptions)
     promote: PromoteOptions = field(default_factory=PromoteOptions)
     recon: dict[str, Any] = field(default_factory=lambda: dict(RECON_DEFAULTS))
+    quality: dict[str, Any] = field(default_factory=lambda: {"half_scan": False})
     step_retries: int = 0
 
     def validate(self) -> None:
