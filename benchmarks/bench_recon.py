@@ -10,6 +10,19 @@ benchmarks/bench_recon.py --json OUT``). It writes a JSON list of records:
   against the ground truth over the illuminated area after removing global phase, shift and
   phase ramp), ``final_loss`` (each code's own last data error: ours the normalised squared
   amplitude misfit, pty-chi its MSE of sqrt intensities, not comparable to each other).
+* ``"benchmark": "matrix"`` (``--matrix``): robustness to the probe and its guess, on scans
+  from the independent simulator of the tests (``tests/recon/far_field_scan.py``: 64x64
+  patterns, Fermat spiral, 2e5 photons per pattern, object phase up to 1 rad), one record
+  per implementation and combination of ``probe`` ("gaussian": Gaussian with defocus;
+  "zoneplate": defocused zone-plate donut; "measured": astigmatic, phase ramp, speckle),
+  ``guess`` ("file": a Gaussian 1.3x wider than the beam, no phase, in the file; "data": none
+  in the file, built from the data; "earlier": the probe of our reconstruction of an earlier
+  scan of the same beam over another object) and ``overlap`` (0.6, 0.75, 0.85): ``impl``,
+  ``phase_err_rad``, ``seconds``, ``patterns_per_s``, ``final_loss``, ``diverged`` (ours
+  refused the run, or pty-chi's object holds NaN), ``probe_source`` (ours: the start its
+  trial kept) and, for ours, the ground-truth-free ``assessment`` (without the half scans).
+  Both codes run the same epochs from the same initial probe (ours adds its trial of
+  candidate starts, whose time is counted); pty-chi's ePIE with batch 20.
 * ``"benchmark": "sync"``: alternating projections on noiseless grids of 16x16-pixel frames
   (see ``sync_case.py``): ``frames_grid``, ``sync_every`` (0 = none), ``iterations`` and
   ``seconds`` to reach ``target`` object error (null if not reached within the cap),
@@ -31,6 +44,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bluesky_ptychonn.commands.bench import write_records
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,7 +54,8 @@ from ptychi_runner import ptychi_available, run_ptychi_epie  # noqa: E402
 from sync_case import make_case, run_case  # noqa: E402
 
 from bluesky_ptychonn.dataset import ComplexImage, PtychoDataset, Reconstruction  # noqa: E402
-from bluesky_ptychonn.recon import EPIEOptions, make_task  # noqa: E402
+from bluesky_ptychonn.recon import EPIEOptions, ReconstructionDiverged, make_task  # noqa: E402
+from bluesky_ptychonn.recon.assessment import assess_reconstruction  # noqa: E402
 from bluesky_ptychonn.recon.quality import phase_error_rad  # noqa: E402
 from bluesky_ptychonn.sim import SimBeamline, SimBeamlineConfig, detector_preset  # noqa: E402
 from bluesky_ptychonn.sim.scans import fermat_spiral, step_from_overlap  # noqa: E402
@@ -159,6 +175,159 @@ def epie_records(
     return records
 
 
+MATRIX_PROBES = ("gaussian", "zoneplate", "measured")
+MATRIX_GUESSES = ("file", "data", "earlier")
+MATRIX_OVERLAPS = (0.6, 0.75, 0.85)
+PTYCHI_BATCH = 20
+
+
+def _far_field_scan():
+    """The tests' independent simulator (imported from tests/recon)."""
+    tests = Path(__file__).resolve().parent.parent / "tests" / "recon"
+    if str(tests) not in sys.path:
+        sys.path.insert(0, str(tests))
+    import far_field_scan
+
+    return far_field_scan
+
+
+def _ptychi_matrix_record(
+    dataset: PtychoDataset, truth_probe, task, iterations: int
+) -> dict[str, Any]:
+    grid = task.scan.grid
+    out = run_ptychi_epie(
+        dataset.patterns,
+        grid.to_pixels(dataset.positions_m),
+        task.scan.probe,
+        grid.shape,
+        wavelength_m=dataset.wavelength_m,
+        pixel_size_m=grid.pixel_size_m,
+        iterations=iterations,
+        batch_size=PTYCHI_BATCH,
+        seed=0,
+    )
+    record: dict[str, Any] = {
+        "seconds": out["seconds"],
+        "patterns_per_s": iterations * dataset.n_patterns / out["seconds"],
+        "final_loss": float(out["loss"][-1]) if len(out["loss"]) else None,
+    }
+    obj = out["object"]
+    if not (np.all(np.isfinite(obj)) and np.all(np.isfinite(out["probe"]))):
+        return {**record, "diverged": True, "phase_err_rad": None}
+    theirs = Reconstruction(
+        ComplexImage(obj, grid.pixel_size_m, grid.origin_m), out["probe"], dataset.positions_m
+    )
+    error = phase_error_rad(theirs, dataset.ground_truth, probe=truth_probe)
+    return {**record, "diverged": False, "phase_err_rad": error}
+
+
+def matrix_records(
+    iterations: int,
+    probes: list[str],
+    guesses: list[str],
+    overlaps: list[float],
+    n_positions: int,
+    with_ptychi: bool,
+    save,
+) -> list[dict[str, Any]]:
+    """Ours and pty-chi's ePIE over probes x initial guesses x overlaps (see the docstring)."""
+    sim = _far_field_scan()
+    ok, why = ptychi_available() if with_ptychi else (False, "skipped (--skip-ptychi)")
+    records: list[dict[str, Any]] = []
+    for probe_kind in probes:
+        for overlap in overlaps:
+            earlier = None
+            for guess in guesses:
+                dataset, truth_probe = sim.simulate(
+                    probe_kind=probe_kind,
+                    overlap=overlap,
+                    n_positions=n_positions,
+                    file_probe="wider-gaussian" if guess == "file" else None,
+                )
+                initial = None
+                if guess == "earlier":
+                    if earlier is None:  # an earlier scan of the same beam, another object
+                        before, _ = sim.simulate(
+                            probe_kind=probe_kind,
+                            overlap=overlap,
+                            n_positions=n_positions,
+                            seed=7,
+                        )
+                        earlier = make_task(before, EPIEOptions(iterations=iterations))
+                        earlier = earlier.run().probe_array()
+                    initial = earlier
+                common = {
+                    "benchmark": "matrix",
+                    "probe": probe_kind,
+                    "guess": guess,
+                    "overlap": overlap,
+                    "iterations": iterations,
+                    "n_patterns": dataset.n_patterns,
+                    "pattern_shape": list(dataset.pattern_shape),
+                    "photons": 2e5,
+                    "device": "cpu",
+                }
+                task = make_task(dataset, EPIEOptions(iterations=iterations), initial_probe=initial)
+                start_probe_task = task
+                ours: dict[str, Any] = {**common, "impl": "ours"}
+                try:
+                    task.run()
+                    result = task.result()
+                    ours.update(
+                        diverged=False,
+                        phase_err_rad=phase_error_rad(
+                            result, dataset.ground_truth, probe=truth_probe
+                        ),
+                        final_loss=float(result.error_history[-1]),
+                        probe_source=task.probe_source,
+                        trial_errors=task.trial_errors,
+                        assessment={
+                            k: v
+                            for k, v in assess_reconstruction(dataset, task, half_scan=False)
+                            .to_dict()
+                            .items()
+                            if k not in ("frc", "frc_frequency")
+                        },
+                    )
+                except ReconstructionDiverged as error:
+                    ours.update(diverged=True, phase_err_rad=None, refused=str(error))
+                ours.update(
+                    seconds=task.seconds,
+                    patterns_per_s=task.patterns_per_second,
+                    **_env(),
+                )
+                records.append(ours)
+                theirs: dict[str, Any] = {**common, "impl": "pty-chi", "batch": PTYCHI_BATCH}
+                if ok:
+                    try:
+                        theirs.update(
+                            _ptychi_matrix_record(
+                                dataset, truth_probe, start_probe_task, iterations
+                            ),
+                            version=why,
+                        )
+                    except Exception as error:  # noqa: BLE001 - record pty-chi's failure
+                        theirs.update(diverged=True, phase_err_rad=None, error=repr(error))
+                    theirs.update(_env())
+                else:
+                    theirs["error"] = f"pty-chi not run: {why}"
+                records.append(theirs)
+                print(
+                    f"matrix {probe_kind:9s} {guess:8s} overlap {overlap:.2f}: ours "
+                    f"{_fmt(ours.get('phase_err_rad'))} rad in {ours['seconds']:.1f} s "
+                    f"({ours.get('probe_source', 'refused')}); pty-chi "
+                    f"{_fmt(theirs.get('phase_err_rad'))} rad in "
+                    f"{_fmt(theirs.get('seconds'), '.1f')} s",
+                    flush=True,
+                )
+                save(records)
+    return records
+
+
+def _fmt(value, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def sync_records(
     grids: list[int],
     everies: list[int],
@@ -218,6 +387,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-ptychi", action="store_true", help="only our ePIE")
     parser.add_argument("--skip-epie", action="store_true", help="no ePIE comparison")
     parser.add_argument("--skip-sync", action="store_true", help="no synchronisation table")
+    parser.add_argument(
+        "--matrix",
+        action="store_true",
+        help="only the robustness matrix (probes x guesses x overlaps), ours against pty-chi",
+    )
+    parser.add_argument("--matrix-probes", nargs="+", default=list(MATRIX_PROBES))
+    parser.add_argument("--matrix-guesses", nargs="+", default=list(MATRIX_GUESSES))
+    parser.add_argument("--matrix-overlaps", type=float, nargs="+", default=list(MATRIX_OVERLAPS))
+    parser.add_argument(
+        "--matrix-positions", type=int, default=200, help="scan positions per matrix scan"
+    )
     parser.add_argument("--batches", type=int, nargs="+", help="ePIE batch sizes")
     parser.add_argument("--iterations", type=int, help="ePIE iterations")
     parser.add_argument("--grids", type=int, nargs="+", help="sync frame grids (g for g x g)")
@@ -250,6 +430,20 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:  # after each part, so a long run keeps what it has measured
         write_records(args.json, records, indent=1, allow_nan=False, default=float)
 
+    if args.matrix:
+        records += matrix_records(
+            args.iterations or 100,
+            args.matrix_probes,
+            args.matrix_guesses,
+            args.matrix_overlaps,
+            args.matrix_positions,
+            not args.skip_ptychi,
+            lambda done: write_records(args.json, done, indent=1, allow_nan=False, default=float),
+        )
+        print(
+            f"wrote {len(records)} records to {args.json} in {time.perf_counter() - started:.0f} s"
+        )
+        return 0
     if not args.skip_epie:
         dataset = simulated_scan(quick)
         print(

@@ -248,19 +248,17 @@ def test_assessment_passes_a_converged_and_fails_a_stuck_reconstruction(defocuse
 
 
 @pytest.mark.slow
-def test_half_scan_frc_tells_converged_from_stuck(defocused_scan):
-    """Measured: 1 px (Nyquist) converged, about 30 px stuck (200 positions, 100 iterations)."""
+def test_half_scan_frc_of_a_converged_reconstruction(defocused_scan):
+    """Measured here (100 positions, 40 iterations): 2.5 px. The two halves start from the
+    full result's probe, so a wrong probe is shared by both and their FRC stays good (2.7 px
+    for the stuck start): the FRC measures consistency and noise, the noise ratio the bias."""
     dataset, _ = defocused_scan
     good = make_task(dataset, EPIEOptions(iterations=ITERATIONS)).run()
     verdict = assess_reconstruction(dataset, good)
+    assert verdict.passed, verdict.reasons
     assert verdict.half_scan_frc_resolution_px is not None
-    assert verdict.half_scan_frc_resolution_px <= 2.0
-    stuck_options = EPIEOptions(iterations=ITERATIONS, probe=ProbeOptions(trial_iterations=0))
-    stuck = make_task(dataset, stuck_options).run()
-    verdict = assess_reconstruction(dataset, stuck)
-    assert not verdict.passed
-    resolution = verdict.half_scan_frc_resolution_px
-    assert resolution is None or resolution > AssessmentThresholds().max_resolution_px
+    assert verdict.half_scan_frc_resolution_px <= AssessmentThresholds().max_resolution_px
+    assert len(verdict.frc) == len(verdict.frc_frequency) > 10
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,14 +6,17 @@ Per batch of B positions (no Python loop over positions):
     dpsi_b  = F^-1[ P_M(F psi_b) ] - psi_b    P_M: replace the modulus by sqrt(counts)
     I       = sum_b |P_b|^2                   the batch's illumination (on the object grid)
     O      += alpha * sum_b conj(P_b) dpsi_b / ((1 - r) I + r max I)
-    P      += beta * mean_b S_b^-1[ conj(O_b) dpsi_b ] / max |O|^2       (S_b: sub-pixel shift)
+    P      += beta * mean_b S_b^-1[ conj(O_b) dpsi_b / max |O_b|^2 ]    (S_b: sub-pixel shift)
 
 With B = 1 and r = 1 this is exactly the sequential ePIE; r < 1 is rPIE's regularised
 denominator (Maiden, Johnson & Li, Optica 2017) applied to the batch's summed illumination, so
 overlapping positions of one batch never overshoot and any batch size is stable with
-alpha = 1. The position order is a seeded random permutation, drawn every iteration or once
-(``shuffle``). A batch costs four FFTs per position with sub-pixel positions (two without)
-and a fixed, small number of passes over the batch's arrays.
+alpha = 1. The probe step of each window is normalised by that window's own max |O_b|^2 (as
+pty-chi's ePIE does), not by the peak of the whole object: a few object pixels that run away
+at the edge of the scan cannot stall the probe update. The position order is a seeded random
+permutation, drawn every iteration or once (``shuffle``), the same for every candidate of the
+probe trial (`ReconstructionTask`). A batch costs four FFTs per position with sub-pixel
+positions (two without) and a fixed, small number of passes over the batch's arrays.
 """
 
 from __future__ import annotations

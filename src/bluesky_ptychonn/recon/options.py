@@ -157,11 +157,12 @@ class DivergenceOptions:
             iterations of a rough start, and the start of the probe update, may raise the
             error for a while).
         max_object_amplitude: diverged when max |O| over the illuminated area exceeds this
-            (dimensionless transmission; with `ObjectOptions.normalise` the RMS is 1, and a
-            physical object stays within a few times that).
+            many times its illumination-weighted RMS (dimensionless, so any scale of the
+            object passes; converged reconstructions measured below 1.5, a physical object
+            stays within a few times its RMS).
         min_probe_power_fraction: diverged when the probe's power sum |P|^2 falls below this
-            fraction of the mean counts of a pattern (the probe collapsing while the object
-            grows).
+            fraction of the mean counts of a pattern (the probe fading while the object
+            grows); checked only while the probe is refined.
     """
 
     enabled: bool = True
