@@ -1,4 +1,5 @@
-"""The IPython profile starts headless and runs a scan; the queue server's startup is current."""
+"""The IPython profile starts a session headless and runs a scan whose mosaic reaches Tiled;
+the queue server's startup builds the same session and is current."""
 
 from __future__ import annotations
 
@@ -11,32 +12,63 @@ from pathlib import Path
 import pytest
 import yaml
 
+from session_helpers import session_toml
+
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = REPO / "profiles" / "profile_ptychonn"
 QUEUE_STARTUP = REPO / "plans"
 
 
-def headless_environment(tmp_path: Path) -> dict[str, str]:
+def headless_environment(tmp_path: Path, session_file: Path | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MPLBACKEND")}
     env.pop("BLUESKY_PTYCHONN_BEAMLINE", None)
+    env.pop("BLUESKY_PTYCHONN_SERVICES", None)
+    env.pop("TILED_API_KEY", None)
+    if session_file is not None:
+        env["BLUESKY_PTYCHONN_BEAMLINE"] = str(session_file)
     env.update(IPYTHONDIR=str(tmp_path / "ipython"), MPLCONFIGDIR=str(tmp_path / "mpl"))
     return env
 
 
-def test_profile_starts_headless_and_runs_a_scan(tmp_path):
+@pytest.fixture
+def session_file(tmp_path, tiny_model) -> Path:
+    """The session's configuration: simulated Eiger and Medipix3, a tiny model (the default
+    demo network trains for minutes on first use), Tiled and spool in the test's folder."""
+    model = tiny_model(tmp_path / "model", version="tiny", input_px=32, frame_px=128, reduce="bin")
+    path = tmp_path / "session.toml"
+    path.write_text(session_toml(tmp_path, model, detectors=("eiger", "medipix3")))
+    return path
+
+
+def test_profile_starts_headless_and_runs_a_scan(tmp_path, session_file):
+    """What a newcomer does: start the profile, scan, scan with the endpoint, find the mosaic in
+    Tiled (the session started the endpoint and the Tiled server, and stops them at exit)."""
     profile = tmp_path / "profile_ptychonn"  # a copy: IPython writes its history there
     shutil.copytree(PROFILE, profile)
-    code = (
-        "import matplotlib; print('BACKEND', matplotlib.get_backend()); "
-        "uids = RE(spiral_scan([eiger], stage, 0.3e-6, step_m=0.15e-6)); "
-        "print('SCANNED', len(uids), type(medipix3).__name__, round(stage.position[1] * 1e9))"
+    code = "\n".join(
+        [
+            "import matplotlib; print('BACKEND', matplotlib.get_backend())",
+            "uids = RE(spiral_scan([eiger], stage, 0.3e-6, step_m=0.15e-6))",
+            "print('SCANNED', len(uids), type(medipix3).__name__, round(stage.position[1] * 1e9))",
+            "(uid,) = RE(spiral_scan([eiger, endpoint], stage, 0.4e-6, step_m=0.1e-6))",
+            "assert session.wait(timeout_s=120)",
+            "from bluesky_ptychonn.storage.tiled_results import find_reconstructions as f",
+            "from bluesky_ptychonn.storage.tiled_results import read_live_mosaic",
+            "(node,) = f(catalog, scan_uid=uid, final=True).values()",
+            "mosaic = read_live_mosaic(node)",
+            "points = catalog.raw[uid].metadata['start']['num_points']",
+            "frames = catalog.raw[uid]['primary']['eiger_image'].read().shape[0]",
+            "print('MOSAIC', mosaic.metadata['frames_used'], points, frames, mosaic.phase.shape)",
+            "print('FINAL', stitcher.last_snapshot.phase.shape, session.live_view.png_path)",
+            "print('PIDS', session.endpoint_process.process.pid, session.tiled_server.pid)",
+        ]
     )
     result = subprocess.run(
         [sys.executable, "-m", "IPython", f"--profile-dir={profile}", "--no-banner", "-c", code],
         capture_output=True,
         text=True,
-        timeout=180,
-        env=headless_environment(tmp_path),
+        timeout=240,
+        env=headless_environment(tmp_path, session_file),
         cwd=tmp_path,
         stdin=subprocess.DEVNULL,
     )
@@ -47,6 +79,47 @@ def test_profile_starts_headless_and_runs_a_scan(tmp_path):
     assert "backend agg" in output.lower()
     assert "SCANNED 1 SimMedipix3" in output, output
     assert "Transient Scan ID: 1" in output  # the best-effort callback's table
+    [mosaic_line] = [line for line in output.splitlines() if line.startswith("MOSAIC")]
+    frames_used, points, frames = (int(v) for v in mosaic_line.split()[1:4])
+    assert frames_used == points == frames > 20  # every frame in Tiled and in the mosaic
+    [final_line] = [line for line in output.splitlines() if line.startswith("FINAL")]
+    assert mosaic_line.split(maxsplit=4)[4] in final_line  # the shape of the final mosaic
+    png = Path(final_line.split()[-1])
+    assert png.read_bytes()[:4] == b"\x89PNG"  # the live picture
+    [pids] = [line.split()[1:] for line in output.splitlines() if line.startswith("PIDS")]
+    for pid in pids:  # the session stopped its endpoint and Tiled server at exit
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in _state(pid), pid
+
+
+def _state(pid: str) -> str:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return next(line for line in text.splitlines() if line.startswith("State")).lower()
+
+
+def test_the_queue_server_startup_builds_the_session_and_its_run_engine(tmp_path, session_file):
+    """In the RE worker the startup's namespace holds the session's RunEngine, with the
+    session's callbacks, and the devices the committed lists name."""
+    env = headless_environment(tmp_path, session_file)
+    env["BLUESKY_PTYCHONN_SERVICES"] = "0"  # the services are the session tests' business
+    code = (
+        "import runpy, sys; ns = runpy.run_path(sys.argv[1]); s = ns['session']; "
+        "print('STARTUP', type(s).__name__, ns['RE'] is s.RE, sorted(s.devices), "
+        "type(ns['endpoint']).__name__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(QUEUE_STARTUP / "00-session.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert (
+        "STARTUP Session True ['eiger', 'endpoint', 'hutch', 'medipix3', 'stage'] "
+        "InferenceEndpoint" in output
+    ), output
 
 
 def test_queue_server_startup_lists_the_committed_plans_and_devices(tmp_path):
@@ -67,7 +140,7 @@ def test_queue_server_startup_lists_the_committed_plans_and_devices(tmp_path):
     assert set(generated["existing_plans"]) == {
         "spiral_scan", "raster_scan", "sparse_scan", "fly_scan",
     }  # fmt: skip
-    assert set(generated["existing_devices"]) == {"stage", "eiger", "medipix3"}
+    assert set(generated["existing_devices"]) == {"stage", "eiger", "medipix3", "endpoint"}
     assert generated == committed, (
         "plans/existing_plans_and_devices.yaml is out of date: regenerate it with "
         "qserver-list-plans-devices --startup-dir plans --file-dir plans"

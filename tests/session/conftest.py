@@ -3,38 +3,10 @@ folder (its own Tiled server, spool and live picture)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from bluesky_ptychonn.devices.config import ENV_VAR
-
-
-def session_toml(folder: Path, model: Path, **extra_tables: str) -> str:
-    """A session configuration (TOML text) for the tests: simulated Eiger only, a small
-    sample, the tiny model on a one-thread PyTorch endpoint, everything under ``folder``."""
-    text = f"""
-data_dir = "{folder / "session"}"
-
-[sim]
-detectors = ["eiger"]
-field_of_view_m = [2e-6, 2e-6]
-
-[endpoint]
-model = "{model}"
-backend = "pytorch"
-batch_size = 8
-threads = 1
-
-[tiled]
-mosaic_period_s = 0.5
-
-[live_view]
-period_s = 0.2
-"""
-    for name, body in extra_tables.items():
-        text += f"\n[{name}]\n{body}\n"
-    return text
+from session_helpers import session_toml
 
 
 @pytest.fixture

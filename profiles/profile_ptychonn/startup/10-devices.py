@@ -1,8 +1,5 @@
-"""The devices: simulated by default; EPICS prefixes from the TOML file named by
-BLUESKY_PTYCHONN_BEAMLINE (see bluesky_ptychonn.devices.config)."""
+"""The session's devices (stage, detectors, endpoint; hutch in simulation), its stitcher and
+its Tiled clients (catalog, tiled_client) as names (see bluesky_ptychonn.session)."""
 
-from bluesky_ptychonn.devices.config import build_devices, load_settings
-
-beamline_settings = load_settings()
-devices = build_devices(beamline_settings)
-globals().update(devices)
+globals().update(session.namespace())  # noqa: F821 (from 00-base.py)
+devices = session.devices  # noqa: F821

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 from ..storage.tiled_catalog import NodeWrite, utc_now
@@ -217,13 +216,3 @@ class LiveMosaicWriter:
             self.sink.submit(write)
         else:
             self.sink.put(write)
-
-    def wait(self, timeout_s: float = 60.0) -> bool:
-        """Wait until every run this writer saw has its final snapshot handed to the sink."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._runs:
-                    return True
-            time.sleep(0.01)
-        return False

@@ -299,10 +299,8 @@ class Session:
         documents delivered to Tiled. False if ``timeout_s`` passed first."""
         deadline = time.monotonic() + timeout_s
         done = True
-        if self.stitcher is not None:
+        if self.stitcher is not None:  # its consumers (mosaic writer, view) have run then
             done &= self.stitcher.wait(max(0.0, deadline - time.monotonic()))
-        if self.mosaic_writer is not None:
-            done &= self.mosaic_writer.wait(max(0.0, deadline - time.monotonic()))
         if self.tiled_writer is not None:
             done &= self.tiled_writer.flush(max(0.0, deadline - time.monotonic()))
         return done
