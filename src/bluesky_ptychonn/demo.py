@@ -1,7 +1,8 @@
 """The main job: the simulated beamline end to end, live, on embedded defaults.
 
-`run_demo` assembles what a beamline session would: a simulated hutch (Eiger, stage, a sample
-with features the network never saw), an inference endpoint as a local child process, a
+`run_demo` builds a beamline session (`session.Session` from `demo_session_config`): a
+simulated hutch (Eiger, stage, a sample with features the network never saw), an inference
+endpoint as a local child process, a
 RunEngine whose documents go to a local Tiled server (through the spooled writer) and to the
 live stitcher, and the `InferenceEndpoint` device that streams every frame to the endpoint
 over ZMQ on loopback. It runs a spiral scan and a sparse scan (overlap 0), reconstructs the
@@ -130,16 +131,41 @@ def _figure(path: Path, panels: list[tuple[str, np.ndarray, Any]], title: str) -
     return path
 
 
-def run_demo(options: DemoOptions) -> dict[str, Any]:
-    """Run the demo (see the module docstring) and return the report it writes."""
-    from bluesky import RunEngine
+def demo_session_config(options: DemoOptions, model: Path) -> Any:
+    """The demo's beamline session: simulated Eiger and stage over the test sample, the model
+    on a local endpoint, a Tiled server and spool in the report folder, no live picture."""
+    from .session import SessionConfig
 
-    from .callbacks.live_stitch import LiveStitcher
-    from .devices import make_sim_devices
-    from .devices.endpoint import InferenceEndpoint
-    from .inference.process import EndpointProcess
+    extent = 2 * max(options.spiral_radius_m, options.sparse_extent_m / 2) + 0.5e-6
+    out = Path(options.out)
+    return SessionConfig.from_dict(
+        {
+            "data_dir": str(out),
+            "sim": {
+                "detectors": ["eiger"],
+                "sample": options.sample,
+                "sample_options": _sample_options(options),
+                "field_of_view_m": [extent, extent],
+                "seed": options.seed,
+            },
+            "endpoint": {"model": str(model), "batch_size": 32},
+            "stitcher": {"settle_timeout_s": 120.0},
+            "tiled": {
+                "enabled": options.tiled,
+                "data_dir": str(out / "tiled"),
+                "spool_dir": str(out / "spool"),
+                "mosaic_period_s": 2.0,
+            },
+            "live_view": {"enabled": False},
+        },
+        where="demo",
+    )
+
+
+def run_demo(options: DemoOptions) -> dict[str, Any]:
+    """Run the demo (see the module docstring) on a `Session` and return the report it writes."""
     from .plans import sparse_scan, spiral_scan
-    from .sim import SimBeamlineConfig
+    from .session import Session
     from .sim.scans import step_from_overlap
 
     out = Path(options.out)
@@ -149,112 +175,72 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     report["model"] = str(model)
     report["sample"] = {"kind": options.sample, "options": _sample_options(options)}
 
-    extent = 2 * max(options.spiral_radius_m, options.sparse_extent_m / 2) + 0.5e-6
-    devices = make_sim_devices(
-        SimBeamlineConfig(
-            sample=options.sample,
-            sample_options=_sample_options(options),
-            field_of_view_m=(extent, extent),
-            seed=options.seed,
-        )
-    )
-    hutch, stage, eiger = devices["hutch"], devices["stage"], devices["eiger"]
-    beamline = hutch.beamlines["eiger"]
-    tiled_server = writer = None
-    with EndpointProcess(model, batch_size=32) as endpoint_process:
-        frames_address, results_address, control_address = endpoint_process.addresses
-        endpoint = InferenceEndpoint(
-            frames_address, results_address, control_address,
-            source=hutch.detectors["eiger"], name="endpoint",
-        )  # fmt: skip
-        stitcher = LiveStitcher(results_address, settle_timeout_s=120)
-        RE = RunEngine({})
-        RE.subscribe(stitcher)
-        try:
-            if options.tiled:
-                from .callbacks.tiled_mosaic import LiveMosaicWriter
-                from .callbacks.tiled_writer import SpooledTiledWriter
-                from .storage.tiled_server import TiledServerProcess
-
-                tiled_server = TiledServerProcess(out / "tiled").start()
-                writer = SpooledTiledWriter(
-                    tiled_server.uri, api_key=tiled_server.api_key, spool_dir=out / "spool"
-                )
-                RE.subscribe(writer)
-                RE.subscribe(LiveMosaicWriter(stitcher, writer, period_s=2.0))
-                report["tiled_uri"] = tiled_server.uri
-            beam = beamline.beam_size_on_sample_m
-            plans = {
-                "spiral": spiral_scan(
-                    [eiger, endpoint], stage, options.spiral_radius_m,
-                    step_m=step_from_overlap(beam, options.spiral_overlap),
-                ),
-                "sparse": sparse_scan(
-                    [eiger, endpoint], stage, (options.sparse_extent_m,) * 2, overlap=0.0,
-                ),
-            }  # fmt: skip
-            for name, plan in plans.items():
-                log.info("running the %s scan", name)
-                started = time.perf_counter()
-                (uid,) = RE(plan)
-                seconds = time.perf_counter() - started
-                snapshot = stitcher.last_snapshot
-                status = endpoint.refresh()
-                quality = _mosaic_quality(snapshot, beamline.sample)
-                truth = _truth_on(snapshot, beamline.sample)
-                extent_um = [v * 1e6 for v in snapshot.grid.extent_m]
-                figure = _figure(
-                    out / f"{name}-live-mosaic.png",
-                    [
-                        (
-                            f"live mosaic ({snapshot.frames_used} patches)",
-                            snapshot.phase,
-                            extent_um,
-                        ),
-                        ("ground truth", np.angle(truth), extent_um),
-                    ],
-                    f"{name} scan: phase SSIM {quality['phase_ssim']:.3f} against ground truth",
-                )
-                report["scans"][name] = {
-                    "uid": uid,
-                    "frames": snapshot.frames_used,
-                    "frames_rejected": stitcher.frames_rejected,
-                    "scan_seconds": seconds,
-                    "frames_per_s": snapshot.frames_used / seconds,
-                    "endpoint_latency_p50_ms": status["latency_p50_ms"],
-                    "endpoint_latency_p99_ms": status["latency_p99_ms"],
-                    "model_version": snapshot.model_version,
-                    "figure": str(figure),
-                    **quality,
-                }
-            if options.epie_iterations > 0:
-                report["epie"] = _epie(options, report["scans"]["spiral"]["uid"], beamline,
-                                       tiled_server, out)  # fmt: skip
-            if writer is not None:
-                writer.flush(timeout_s=60)
-                report["tiled_documents"] = asdict(writer.stats)
-        finally:
-            stitcher.close()
-            if writer is not None:
-                writer.close()
-            if tiled_server is not None:
-                tiled_server.stop()
-            hutch.close()
+    with Session(demo_session_config(options, model)) as session:
+        RE, stage, eiger = session.RE, session.stage, session.detector
+        endpoint, stitcher, writer = session.endpoint, session.stitcher, session.tiled_writer
+        beamline = session.devices["hutch"].beamlines["eiger"]
+        if session.tiled_uri is not None:
+            report["tiled_uri"] = session.tiled_uri
+        beam = beamline.beam_size_on_sample_m
+        plans = {
+            "spiral": spiral_scan(
+                [eiger, endpoint], stage, options.spiral_radius_m,
+                step_m=step_from_overlap(beam, options.spiral_overlap),
+            ),
+            "sparse": sparse_scan(
+                [eiger, endpoint], stage, (options.sparse_extent_m,) * 2, overlap=0.0,
+            ),
+        }  # fmt: skip
+        for name, plan in plans.items():
+            log.info("running the %s scan", name)
+            started = time.perf_counter()
+            (uid,) = RE(plan)
+            seconds = time.perf_counter() - started
+            snapshot = stitcher.last_snapshot  # waits for the run's final mosaic
+            status = endpoint.refresh()
+            quality = _mosaic_quality(snapshot, beamline.sample)
+            truth = _truth_on(snapshot, beamline.sample)
+            extent_um = [v * 1e6 for v in snapshot.grid.extent_m]
+            figure = _figure(
+                out / f"{name}-live-mosaic.png",
+                [
+                    (f"live mosaic ({snapshot.frames_used} patches)", snapshot.phase, extent_um),
+                    ("ground truth", np.angle(truth), extent_um),
+                ],
+                f"{name} scan: phase SSIM {quality['phase_ssim']:.3f} against ground truth",
+            )
+            report["scans"][name] = {
+                "uid": uid,
+                "frames": snapshot.frames_used,
+                "frames_rejected": stitcher.frames_rejected,
+                "scan_seconds": seconds,
+                "frames_per_s": snapshot.frames_used / seconds,
+                "endpoint_latency_p50_ms": status["latency_p50_ms"],
+                "endpoint_latency_p99_ms": status["latency_p99_ms"],
+                "model_version": snapshot.model_version,
+                "figure": str(figure),
+                **quality,
+            }
+        if options.epie_iterations > 0:
+            report["epie"] = _epie(
+                options, report["scans"]["spiral"]["uid"], beamline, session.catalog, out
+            )
+        if writer is not None:
+            session.wait(timeout_s=60)
+            report["tiled_documents"] = asdict(writer.stats)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     return report
 
 
-def _epie(options, uid, beamline, tiled_server, out) -> dict[str, Any]:
+def _epie(options, uid, beamline, catalog, out) -> dict[str, Any]:
     """ePIE of the spiral run as read back from Tiled (skipped without Tiled)."""
     from .metrics import compare
     from .recon import EPIEOptions, reconstruct
     from .recon.quality import reference_on_grid
 
-    if tiled_server is not None:
-        from .storage.tiled_catalog import connect
+    if catalog is not None:
         from .storage.tiled_runs import dataset_from_run
 
-        catalog = connect(tiled_server.uri, api_key=tiled_server.api_key)
         deadline = time.monotonic() + 60
         while uid not in catalog.raw and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -284,7 +270,7 @@ def _epie(options, uid, beamline, tiled_server, out) -> dict[str, Any]:
          ("ground truth", np.angle(truth) * region, extent_um)],
         f"ePIE, {options.epie_iterations} iterations: phase SSIM {metrics['phase_ssim']:.3f}",
     )  # fmt: skip
-    if tiled_server is not None:
+    if catalog is not None:
         from .storage.tiled_results import reconstruction_write
 
         catalog.put(reconstruction_write(uid, result, metrics=metrics))
