@@ -64,6 +64,8 @@ def test_first_scan_trains_a_model_from_scratch_that_serve_can_load(first_model,
     # the saved state is resumed by a new loop on the same folder
     resumed = ContinualLoop(state, fast_options())
     assert resumed.model_version == record["model_version"]
+    validated = record["challenger"]["holdout"]["challenger"]["ssim_mean"]
+    assert resumed.reference_ssim == pytest.approx(validated)
     assert [r.decision for r in resumed.records] == ["train_from_scratch"]
 
 
@@ -177,6 +179,10 @@ def test_gate_decisions_follow_the_tolerance_and_the_recheck_interval():
     assert gate.before_reconstruction(111) is None
     assert gate.decide(far, 111).action == "resume"
     assert gate.suspended_until is None
+    # relative to the model's validated level: 0.45 against 0.50 is a 10 % drop
+    assert Mismatch(0.45, 0.45, 0.2, 0.01, 10, reference_ssim=0.5).mismatch == pytest.approx(0.1)
+    assert gate.decide(Mismatch(0.46, 0.46, 0.2, 0.01, 10, 0.5), 200).action == "suspend"
+    assert gate.decide(Mismatch(0.40, 0.40, 0.2, 0.01, 10, 0.5), 200).action == "fine_tune"
 
 
 def test_same_seed_and_data_give_the_same_weights(first_model, tmp_path):

@@ -150,6 +150,7 @@ class ContinualLoop:
         self.model_version: str | None = None
         self.model_path: str | None = None
         self.pending_push: str | None = None
+        self.reference_ssim: float | None = None  # the model in service's validated level
         self.generation = 0
         self.label_paths: list[str] = []
         self.records: list[ScanRecord] = []
@@ -161,6 +162,7 @@ class ContinualLoop:
             self.model_version = saved.get("model_version")
             self.model_path = saved.get("model_path")
             self.pending_push = saved.get("pending_push")
+            self.reference_ssim = saved.get("reference_ssim")
             self.generation = int(saved.get("generation", 0))
             self.label_paths = list(saved.get("label_paths", []))
             suspended_until = saved.get("suspended_until")
@@ -190,6 +192,7 @@ class ContinualLoop:
             "model_version": self.model_version,
             "model_path": self.model_path,
             "pending_push": self.pending_push,
+            "reference_ssim": self.reference_ssim,
             "suspended_until": self.gate.suspended_until,
             "generation": self.generation,
             "scans": len(self.records),
@@ -214,6 +217,7 @@ class ContinualLoop:
             "model_version": self.model_version,
             "model_path": self.model_path,
             "pending_push": self.pending_push,
+            "reference_ssim": self.reference_ssim,
             "generation": self.generation,
             "label_paths": self.label_paths,
             "suspended_until": self.gate.suspended_until,
@@ -308,7 +312,8 @@ class ContinualLoop:
         mismatch = None
         if self.model_path is not None:
             mismatch = mismatch_from_dict(
-                self._step(record, "gate", score_step, self.model_path, [labels["labels_path"]])
+                self._step(record, "gate", score_step, self.model_path, [labels["labels_path"]]),
+                self.reference_ssim,
             )
         decision: Decision = self.gate.decide(mismatch, now)
         record.decision, record.reason = decision.action, decision.reason
@@ -337,6 +342,8 @@ class ContinualLoop:
         promoted, why = judge(trained, opts.train.min_improvement)
         record.promotion_reason = why
         if not promoted:
+            if self.reference_ssim is None:  # the level the incumbent holds on every holdout
+                self.reference_ssim = float(trained["holdout"]["incumbent"]["ssim_mean"])
             return
         self._set_state("pushing")
         exported = self._step(
@@ -353,6 +360,7 @@ class ContinualLoop:
         }
         self._register(trained["model_dir"], trained["holdout"]["challenger"], lineage)
         record.promoted = True
+        self.reference_ssim = float(trained["holdout"]["challenger"]["ssim_mean"])
         self.model_path = str(Path(exported["model_dir"]).resolve())
         self.model_version = exported["version"]
         self.pending_push = self.model_path if self.endpoint_control else None
