@@ -181,8 +181,10 @@ def test_gate_decisions_follow_the_tolerance_and_the_recheck_interval():
     assert gate.suspended_until is None
     # relative to the model's validated level: 0.45 against 0.50 is a 10 % drop
     assert Mismatch(0.45, 0.45, 0.2, 0.01, 10, reference_ssim=0.5).mismatch == pytest.approx(0.1)
-    assert gate.decide(Mismatch(0.46, 0.46, 0.2, 0.01, 10, 0.5), 200).action == "suspend"
-    assert gate.decide(Mismatch(0.40, 0.40, 0.2, 0.01, 10, 0.5), 200).action == "fine_tune"
+    fresh = Gate(GateOptions(tolerance_ssim=0.1))
+    assert fresh.decide(Mismatch(0.46, 0.46, 0.2, 0.01, 10, 0.5), 200).action == "suspend"
+    fresh = Gate(GateOptions(tolerance_ssim=0.1))
+    assert fresh.decide(Mismatch(0.40, 0.40, 0.2, 0.01, 10, 0.5), 200).action == "fine_tune"
 
 
 def test_same_seed_and_data_give_the_same_weights(first_model, tmp_path):
