@@ -296,7 +296,7 @@ def matrix_records(
                     patterns_per_s=task.patterns_per_second,
                     **_env(),
                 )
-                records.append(ours)
+                records.append(_finite(ours))
                 theirs: dict[str, Any] = {**common, "impl": "pty-chi", "batch": PTYCHI_BATCH}
                 if ok:
                     try:
@@ -311,7 +311,7 @@ def matrix_records(
                     theirs.update(_env())
                 else:
                     theirs["error"] = f"pty-chi not run: {why}"
-                records.append(theirs)
+                records.append(_finite(theirs))
                 print(
                     f"matrix {probe_kind:9s} {guess:8s} overlap {overlap:.2f}: ours "
                     f"{_fmt(ours.get('phase_err_rad'))} rad in {ours['seconds']:.1f} s "
@@ -322,6 +322,17 @@ def matrix_records(
                 )
                 save(records)
     return records
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities (a diverged run's losses) replaced by None."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _fmt(value, spec: str = ".4f") -> str:

@@ -161,8 +161,10 @@ class DivergenceOptions:
             object passes; converged reconstructions measured below 1.5, a physical object
             stays within a few times its RMS).
         min_probe_power_fraction: diverged when the probe's power sum |P|^2 falls below this
-            fraction of the mean counts of a pattern (the probe fading while the object
-            grows); checked only while the probe is refined.
+            fraction of the mean counts of a pattern (of its initial power when neither
+            `ObjectOptions.normalise` nor `ProbeOptions.rescale_to_data` ties it to the
+            data): the probe fading while the object grows. Checked after iterations that
+            update the probe, not under the probe's power constraint; 0 switches it off.
     """
 
     enabled: bool = True

@@ -135,6 +135,7 @@ class ReconstructionTask:
         self.all_valid = bool(scan.valid.all())
         self.object = torch.from_numpy(scan.object.copy()).to(dev)
         self.probe = torch.from_numpy(scan.probe.copy()).to(dev)
+        self.initial_probe_power = float(np.sum(np.abs(scan.probe) ** 2))
         self.target_power = (
             options.probe.power_photons
             if options.probe.power_photons is not None
@@ -326,13 +327,18 @@ class ReconstructionTask:
                     f"iteration {best_at}; the limit is {d.error_growth:g} times)",
                     it,
                 )
-        if self.options.probe.update and d.min_probe_power_fraction > 0:
+        p = self.options.probe
+        if self.probes_update_allowed() and not p.power_constraint and d.min_probe_power_fraction:
             power = float(ops.intensity(self.probe).sum())
-            if power < d.min_probe_power_fraction * self.scan.mean_counts:
+            if self.options.object.normalise or p.rescale_to_data:
+                reference, what = self.scan.mean_counts, "the mean counts of a pattern"
+            else:  # a probe in the caller's units, left there
+                reference, what = self.initial_probe_power, "its initial power"
+            if power < d.min_probe_power_fraction * reference:
                 raise ReconstructionDiverged(
                     f"the reconstruction diverged at iteration {it}: the probe's power "
-                    f"collapsed to {power / self.scan.mean_counts:.3g} of the mean counts of "
-                    f"a pattern (the limit is {d.min_probe_power_fraction:g})",
+                    f"collapsed to {power / reference:.3g} of {what} (the limit is "
+                    f"{d.min_probe_power_fraction:g})",
                     it,
                 )
         ratio = self.object_peak_to_rms()
