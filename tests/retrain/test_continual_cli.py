@@ -19,7 +19,8 @@ def test_replay_writes_a_record_per_scan_with_a_loadable_model(tmp_path, capsys)
     scans = [small_scan(tmp_path / f"s{i}.cxi", seed=i) for i in range(2)]
     out = tmp_path / "run"
     argv = ["continual", "replay", *map(str, scans), "--out", str(out), "--cluster", "inline",
-            "--iterations", "30", "--epochs", "2", "--threads", "1", "--recheck-interval-s", "0"]  # fmt: skip
+            "--iterations", "30", "--epochs", "2", "--threads", "1",
+            "--recheck-interval-s", "0"]  # fmt: skip
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     records = report["records"]
