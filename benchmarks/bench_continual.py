@@ -99,9 +99,17 @@ def initial_model(args: argparse.Namespace) -> Path:
 
     if args.model:
         return Path(args.model)
+    import torch
+
+    torch.set_num_threads(args.threads)  # two threads on two busy cores stall in spin-waits
     recipe = DemoModelRecipe()
     if args.quick:
         recipe = DemoModelRecipe(n_patterns=2000, n_samples=8, epochs=4)
+    elif args.recipe_patterns or args.recipe_epochs:
+        recipe = DemoModelRecipe(
+            n_patterns=args.recipe_patterns or recipe.n_patterns,
+            epochs=args.recipe_epochs or recipe.epochs,
+        )
     return ensure_demo_model(recipe)
 
 
@@ -130,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", required=True, help="output JSON file")
     parser.add_argument("--quick", action="store_true", help="a few-minute smoke run")
     parser.add_argument("--model", help="initial model (default: the demo model, trained once)")
+    parser.add_argument(
+        "--recipe-patterns", type=int, help="etched training patterns of the initial model"
+    )
+    parser.add_argument("--recipe-epochs", type=int, help="epochs of the initial model")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (1)")
     parser.add_argument("--adapt-scans", type=int, default=3, help="scans of the new kind (3)")
     parser.add_argument("--steady-scans", type=int, default=10, help="further scans (10)")
     parser.add_argument("--extent-m", type=float, default=1.6e-6, help="spiral diameter, m")
@@ -174,11 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     options = LoopOptions.from_mapping(
         {
             "gate": {"tolerance_ssim": args.tolerance, "recheck_interval_s": 0.0},
-            "train": {"epochs": args.epochs},
+            "train": {"epochs": args.epochs, "threads": args.threads},
             "recon": {"iterations": args.iterations},
         }
     )
-    executor = DaskExecutor({"kind": "local", "n_workers": 1, "threads_per_worker": 2})
+    executor = DaskExecutor({"kind": "local", "n_workers": 1, "threads_per_worker": 1})
     loop = ContinualLoop(work / "state", options, executor=executor, model_dir=model)
     records: list[dict[str, Any]] = []
     try:
@@ -289,7 +302,7 @@ def timed_pass(args: argparse.Namespace, work: Path, loop: Any, model: Path) -> 
     options = LoopOptions.from_mapping(
         {
             "gate": {"tolerance_ssim": 1e-6, "recheck_interval_s": 0.0},  # always fine-tune
-            "train": {"epochs": args.epochs},
+            "train": {"epochs": args.epochs, "threads": args.threads},
             "recon": {"iterations": args.iterations},
         }
     )

@@ -93,6 +93,7 @@ def train_step(
     from ..model.data import TrainingSet
     from ..model.preprocessing import Preprocessing
     from ..model.train import TrainingOptions, fit
+    from .executors import worker_threads
     from .gate import check_finite_weights, score_step
     from .labels import LabelSet
     from .options import _dataclass_from
@@ -100,8 +101,9 @@ def train_step(
     started = time.perf_counter()
     opts: TrainOptions = _dataclass_from(TrainOptions, dict(options), "train")
     opts.validate()
-    if opts.threads:
-        torch.set_num_threads(int(opts.threads))
+    threads = opts.threads or worker_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
     new = LabelSet.load(new_labels)
     earlier = [LabelSet.load(p) for p in replay_labels]
     pieces = [new.part(holdout=False), *_replay(earlier, opts.replay_pairs, opts.seed)]
@@ -148,7 +150,7 @@ def train_step(
         learning_rate=opts.learning_rate,
         half_cycle_epochs=max(1.0, epochs / 2),
         seed=opts.seed,
-        num_threads=opts.threads,
+        num_threads=threads,
         progress=False,
     )
     result, preprocessing, provenance = fit(

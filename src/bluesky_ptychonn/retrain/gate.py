@@ -159,7 +159,7 @@ def score_step(
         model_dir: the model folder (sidecar + weights; sha256 checked).
         label_paths: `labels.LabelSet` files; their holdout parts (or everything) are scored.
         holdout_only: score only the frozen holdout pairs.
-        threads: torch CPU threads.
+        threads: torch CPU threads (None: the Dask worker's, see `executors.worker_threads`).
 
     Raises:
         ValueError: labels of another grid than the model's output, weights with NaN.
@@ -170,8 +170,10 @@ def score_step(
     from ..model.checkpoint import load_model
     from ..model.data import illuminated_mask
     from ..model.evaluate import patch_phase_ssim, phase_mae, predict
+    from .executors import worker_threads
     from .labels import LabelSet
 
+    threads = threads or worker_threads()
     if threads:
         torch.set_num_threads(int(threads))
     model, sidecar = load_model(model_dir)

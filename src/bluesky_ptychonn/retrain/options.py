@@ -87,7 +87,8 @@ class TrainOptions:
             (so the model does not forget); drawn evenly over the earlier scans.
         min_improvement: a challenger is promoted only when its holdout phase error is below
             ``(1 - min_improvement)`` times the model in service's.
-        threads: CPU threads for torch in the training step (None: torch's default).
+        threads: CPU threads for torch in the training step (None: the Dask worker's
+            ``threads_per_worker``, or torch's default outside a worker).
         seed: seed of the split, shuffling, replay draw and initial weights.
     """
 
