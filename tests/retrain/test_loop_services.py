@@ -185,3 +185,30 @@ def test_a_dask_worker_killed_mid_training_is_replaced_and_the_loop_completes(sc
     finally:
         runner.join(timeout=300)
         executor.close()
+
+
+def test_a_run_without_positions_is_refused_with_a_record_and_nothing_promoted(tmp_path):
+    import bluesky.plans as bp
+    from bluesky import RunEngine
+
+    server = start_server(tmp_path / "tiled")
+    try:
+        catalog = server.connect()
+        writer = SpooledTiledWriter(catalog, spool_dir=tmp_path / "spool")
+        beamline = SimPtychoBeamline(n_points=4)
+        loop = ContinualLoop(tmp_path / "state", fast_options(), executor=InlineExecutor())
+        dispatcher = RetrainDispatcher(loop, TiledRunSource(catalog.root, wait_s=60))
+        RE = RunEngine({})
+        RE.subscribe(writer)
+        RE.subscribe(dispatcher)
+        # frames and geometry, but the stage is not read: no position for any frame
+        (uid,) = RE(bp.count([beamline.detector], 3, md=beamline.start_metadata()))
+        assert dispatcher.wait_idle(timeout_s=60), dispatcher.status()
+        (record,) = dispatcher.records
+        assert record.scan_uid == uid and record.decision == "refused"
+        assert "position" in record.reason
+        assert loop.model_version is None and not record.promoted
+        writer.close()
+        dispatcher.close()
+    finally:
+        server.stop()

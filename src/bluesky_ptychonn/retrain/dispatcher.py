@@ -235,7 +235,10 @@ class RetrainDispatcher:
     def _process(self, uid: str) -> ScanRecord:
         path = self.scans_dir / f"{uid}.cxi"
         if not path.is_file():
-            self.source(uid, path)
+            try:
+                self.source(uid, path)
+            except (ValueError, KeyError) as error:  # not a usable scan: say so in a record
+                return self.loop.refuse(uid, uid, error)
         return self.loop.process_scan(path, uid)
 
 

@@ -272,6 +272,25 @@ class ContinualLoop:
             self._set_state("suspended" if self.gate.suspended else "idle")
             return record
 
+    def refuse(self, scan: str, scan_uid: str, error: BaseException) -> ScanRecord:
+        """Record a run that could not even be read as a scan (no positions, no frames...)."""
+        with self._lock:
+            record = ScanRecord(
+                scan=scan,
+                scan_uid=scan_uid,
+                decision="refused",
+                reason=str(error),
+                error=f"{type(error).__name__}: {error}",
+                model_version=self.model_version,
+                model_path=self.model_path,
+                finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            )
+            self.records.append(record)
+            self._save()
+            self._write_record(record)
+            self._set_state("suspended" if self.gate.suspended else "idle")
+            return record
+
     def _process(
         self,
         record: ScanRecord,
