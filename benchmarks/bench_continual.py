@@ -4,8 +4,8 @@ A network trained on etched samples (the demo model's recipe) serves while a ser
 a sample kind it never saw arrives (letters 0.4-1.2 um high by default, the demo's test sample),
 each a new region. The continual-learning loop (`retrain.loop.ContinualLoop`, its heavy steps on
 a local Dask cluster of niced workers) processes every scan: ePIE labels, the gate, training,
-promotion. Before each scan is processed, the model in service stitches that scan (the live
-image it would give) and is scored against the ground truth and against ePIE of the same scan
+promotion. The model that was in service when each scan arrived stitches that scan (the live image
+it gave) and is scored against the ground truth and against the loop's ePIE of the same scan
 (phase RMS after removing the global phase, shift and ramp; phase SSIM; FRC half-bit
 resolution) on the mosaic's canvas. After the adaptation scans come ``--steady-scans`` more of
 the same kind, each gated (recheck interval 0), to count false retrains; at the end the model is
@@ -65,6 +65,16 @@ def epie_object(dataset: Any, iterations: int) -> tuple[Any, float]:
     started = time.perf_counter()
     result = reconstruct(dataset, EPIEOptions(iterations=iterations))
     return result.object, time.perf_counter() - started
+
+
+def loop_epie(loop: Any, path: Path, dataset: Any, iterations: int) -> tuple[Any, float]:
+    """ePIE of a scan: the loop's own reconstruction when it made one, else a new one."""
+    from bluesky_ptychonn.storage.cxi import read_reconstruction
+
+    made = loop.state_dir / "labels" / f"{path.stem}-recon.cxi"
+    if made.is_file():
+        return read_reconstruction(made).object, float("nan")
+    return epie_object(dataset, iterations)
 
 
 def score_live_image(model_dir: str, dataset: Any, epie: Any) -> dict[str, Any]:
@@ -145,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (1)")
     parser.add_argument("--adapt-scans", type=int, default=3, help="scans of the new kind (3)")
     parser.add_argument("--steady-scans", type=int, default=10, help="further scans (10)")
-    parser.add_argument("--extent-m", type=float, default=1.6e-6, help="spiral diameter, m")
+    parser.add_argument(
+        "--extent-m", type=float, default=3.4e-6, help="spiral diameter, m (3.4e-6: ~400 patterns)"
+    )
     parser.add_argument("--overlap", type=float, default=0.6, help="spiral overlap (0.6)")
     parser.add_argument("--iterations", type=int, default=100, help="ePIE iterations (100)")
     parser.add_argument("--epochs", type=int, default=50, help="fine-tuning epochs (50)")
@@ -196,9 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     records: list[dict[str, Any]] = []
     try:
         for i, (path, dataset) in enumerate(scans):
-            epie, epie_s = epie_object(dataset, args.iterations)
-            live = score_live_image(loop.model_path, dataset, epie)
+            serving = loop.model_path  # the model whose live image this scan would show
             record = loop.process_scan(path, path.stem)
+            epie, epie_s = loop_epie(loop, path, dataset, args.iterations)
+            live = score_live_image(serving, dataset, epie)
             phase = "adapt" if i < args.adapt_scans else "steady"
             entry = {
                 "kind": "scan",
