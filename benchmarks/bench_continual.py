@@ -165,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pass-patterns", type=int, default=500, help="timed pass size (500)")
     parser.add_argument("--skip-pass", action="store_true", help="skip the timed 500-scan pass")
     parser.add_argument("--keep", action="store_true", help="keep the scans and loop state")
+    parser.add_argument(
+        "--figure",
+        default=str(HERE.parent / "docs" / "figures" / "continual-learning.png"),
+        help="the figure to write ('' for none)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.adapt_scans, args.steady_scans = 2, 2
@@ -287,11 +292,52 @@ def main(argv: list[str] | None = None) -> int:
         "settings": vars(args),
         "seconds": round(time.perf_counter() - started, 1),
     }
+    if args.figure:
+        summary["figure"] = str(figure(records, summary, Path(args.figure)))
     write_records(args.json, [*records, summary], default=float)
     print(f"wrote {args.json}: goals {summary['goals']}", flush=True)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def figure(records: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> Path:
+    """Fig. 5A-like: live-image and ePIE phase error per scan, decisions marked."""
+    from matplotlib.figure import Figure
+
+    scans = [r for r in records if r["kind"] == "scan"]
+    x = np.arange(1, len(scans) + 1)
+    live = [r["live_image_before_this_scan"] for r in scans]
+    fig = Figure(figsize=(9, 4.2), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(x, [v["network_vs_truth"]["phase_rms_rad"] for v in live], "o-", label="live image")
+    ax.plot(x, [v["epie_vs_truth"]["phase_rms_rad"] for v in live], "s--", label="ePIE")
+    marks = {"fine_tune": "^", "train_from_scratch": "^", "resume": "^", "suspend": "v"}
+    for xi, r, v in zip(x, scans, live, strict=True):
+        if r["promoted"]:
+            ax.annotate(
+                "new model",
+                (xi, v["network_vs_truth"]["phase_rms_rad"]),
+                textcoords="offset points",
+                xytext=(0, 8),
+                ha="center",
+                fontsize=7,
+            )
+        ax.plot(xi, 0, marks.get(r["decision"], "x"), color="gray")
+    adapt = sum(1 for r in scans if r["phase"] == "adapt")
+    ax.axvline(adapt + 0.5, color="gray", lw=0.8)
+    ax.set_xticks(x)
+    ax.set_xlabel("scan of the new sample kind (gray: ^ retrain decided, v suspended)")
+    ax.set_ylabel("phase RMS error vs truth (rad)")
+    ax.set_title(
+        f"continual learning on {summary['new_kind']}: live image of each scan with the model "
+        "in service when it arrived",
+        fontsize=9,
+    )
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
 
 
 def timed_pass(args: argparse.Namespace, work: Path, loop: Any, model: Path) -> dict[str, Any]:
