@@ -78,8 +78,9 @@ class ProbeOptions:
             (the given probe, or the file's, and probes built from the data for the beam
             sizes of ``trial_overlaps``) side by side for this many iterations on the same
             batches, then continue from the one with the lowest data error (the others are
-            dropped; their errors go into the settings). 0 keeps the given start. Costs
-            ``trial_iterations`` iterations per extra candidate.
+            dropped; their errors go into the settings). 0 keeps the given start. The trial
+            takes at most a tenth of ``iterations`` (at least one iteration), so short runs
+            stay cheap; it costs that many iterations per extra candidate.
         trial_overlaps: overlap ratios 1 - step / beam size for which a probe is built from
             the data as a candidate start (`prepare.probe_diameter_guess_px`); a larger
             assumed overlap means a larger, more defocused beam, so together they span the

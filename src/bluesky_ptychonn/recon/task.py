@@ -149,6 +149,8 @@ class ReconstructionTask:
         self.trial_errors: dict[str, float] = {}
         self._trial: list[_Candidate] | None = None
         self._trial_allowed = self.supports_trial and initial_object is None
+        # the trial takes at most a tenth of the run (at least one iteration)
+        self.trial_length = min(options.probe.trial_iterations, max(1, options.iterations // 10))
 
     # ---- helpers for engines ------------------------------------------------------------------
     def window_index(self, frames: torch.Tensor) -> torch.Tensor:
@@ -262,7 +264,7 @@ class ReconstructionTask:
     # ---- the probe trial ----------------------------------------------------------------------
     def _trial_wanted(self) -> bool:
         p = self.options.probe
-        return self._trial_allowed and p.update and p.trial_iterations > 0 and self.iteration == 0
+        return self._trial_allowed and p.update and self.trial_length > 0 and self.iteration == 0
 
     def _candidates(self) -> list[_Candidate]:
         """The given start plus probes built from the data for every trial overlap."""
@@ -297,7 +299,7 @@ class ReconstructionTask:
         chosen = self._trial[best]
         self.object, self.probe = chosen.object, chosen.probe
         self._probe_changed()
-        if self.iteration + 1 >= self.options.probe.trial_iterations:
+        if self.iteration + 1 >= self.trial_length:
             self.trial_errors = {c.name: c.errors[-1] for c in self._trial}
             self.probe_source = chosen.name
             self.error_history = list(chosen.errors[:-1])
