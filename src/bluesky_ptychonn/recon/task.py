@@ -295,7 +295,10 @@ class ReconstructionTask:
             candidate.errors.append(error if math.isfinite(error) else math.inf)
             candidate.object, candidate.probe = self.object, self.probe
             misfits.append(misfit if math.isfinite(misfit) else math.inf)
-        best = int(np.argmin([c.errors[-1] for c in self._trial]))
+        errors = [c.errors[-1] for c in self._trial]
+        best = int(np.argmin(errors))
+        if errors[0] <= self.options.probe.trial_margin * errors[best]:
+            best = 0  # the start is kept unless another candidate clearly beats it
         chosen = self._trial[best]
         self.object, self.probe = chosen.object, chosen.probe
         self._probe_changed()
