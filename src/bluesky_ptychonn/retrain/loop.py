@@ -331,7 +331,14 @@ class ContinualLoop:
         mismatch = None
         if self.model_path is not None:
             mismatch = mismatch_from_dict(
-                self._step(record, "gate", score_step, self.model_path, [labels["labels_path"]]),
+                self._step(
+                    record,
+                    "gate",
+                    score_step,
+                    self.model_path,
+                    [labels["labels_path"]],
+                    holdout_only=False,  # the model in service never saw any of them
+                ),
                 self.reference_ssim,
             )
         decision: Decision = self.gate.decide(mismatch, now)
