@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "pva_ingest",
     "ioc",
     "tiled",
+    "callbacks",
     "bench",
     "continual",
 )

@@ -26,10 +26,10 @@ import atexit
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
+from .callbacks import CallbackGraph, build_callbacks
 from .config import SessionConfig, load_session_config
 
 __all__ = ["Session"]
@@ -75,7 +75,7 @@ class Session:
         self.RE = RE
         self.devices: dict[str, Any] = {}
         self.stage = self.detector = self.endpoint = None
-        self.stitcher = self.live_view = self.tiled_writer = self.mosaic_writer = None
+        self.graph = CallbackGraph()
         self.dispatcher = None
         self.tiled_client = self.catalog = None
         self.tiled_uri: str | None = None
@@ -217,33 +217,26 @@ class Session:
         )
 
     def _subscribe_callbacks(self) -> None:
-        from ..callbacks.live_stitch import LiveStitcher
-        from ..callbacks.live_view import LiveMosaicView
-
         config = self.config
-        if self.endpoint is not None:
-            stitch = config.stitcher
-            self.stitcher = LiveStitcher(
-                self.endpoint.results_address.get(),
-                settle_timeout_s=stitch.settle_timeout_s,
-                synchronise=stitch.synchronise,
-                resync_every=stitch.resync_every,
-                subpixel=stitch.subpixel,
-                align_phase=stitch.align_phase,
-            )
-            self._subscribe(self.stitcher)
-            view = config.live_view
-            if view.enabled:
-                png = Path(view.png_path).expanduser() if view.png_path else None
-                self.live_view = LiveMosaicView(
-                    self.stitcher,
-                    period_s=view.period_s,
-                    png_path=png or config.data_dir / "live-mosaic.png",
-                    publish_address=view.publish_address,
-                )
-                self._subscribe(self.live_view)
+        tiled_uri = api_key = None
         if config.tiled.enabled:
-            self._subscribe_tiled()
+            if self.tiled_server is not None:
+                tiled_uri, api_key = self.tiled_server.uri, self.tiled_server.api_key
+            else:
+                tiled_uri, api_key = config.tiled.uri, os.environ.get(config.tiled.api_key_env)
+        self.graph = build_callbacks(
+            config,
+            results_address=(
+                None if self.endpoint is None else self.endpoint.results_address.get()
+            ),
+            tiled_uri=tiled_uri,
+            api_key=api_key,
+        )
+        for callback in self.graph.callbacks:
+            self._subscribe(callback)
+        self.tiled_uri = tiled_uri
+        self.catalog = self.graph.catalog
+        self.tiled_client = None if self.catalog is None else self.catalog.root
         if config.continual_enabled:
             from ..retrain.dispatcher import dispatcher_from_config
 
@@ -256,30 +249,6 @@ class Session:
                 model_dir=None if self.model_dir is None else str(self.model_dir),
             )
             self._subscribe(self.dispatcher)
-
-    def _subscribe_tiled(self) -> None:
-        from ..callbacks.tiled_mosaic import LiveMosaicWriter
-        from ..callbacks.tiled_writer import SpooledTiledWriter
-        from ..storage.tiled_catalog import connect
-
-        settings = self.config.tiled
-        if self.tiled_server is not None:
-            uri, api_key = self.tiled_server.uri, self.tiled_server.api_key
-        else:
-            uri, api_key = settings.uri, os.environ.get(settings.api_key_env)
-        self.tiled_uri = uri
-        self.catalog = connect(uri, api_key=api_key)
-        self.tiled_client = self.catalog.root
-        spool = settings.spool_dir or self.config.data_dir / "spool"
-        self.tiled_writer = SpooledTiledWriter(
-            uri, api_key=api_key, spool_dir=Path(spool).expanduser(), batch_size=settings.batch_size
-        )
-        self._subscribe(self.tiled_writer)
-        if self.stitcher is not None:
-            self.mosaic_writer = LiveMosaicWriter(
-                self.stitcher, self.tiled_writer, period_s=settings.mosaic_period_s
-            )
-            self._subscribe(self.mosaic_writer)
 
     def _subscribe(self, callback: Any) -> None:
         self._tokens.append(self.RE.subscribe(callback))
@@ -297,13 +266,23 @@ class Session:
     def wait(self, timeout_s: float = 120.0) -> bool:
         """Wait until the finished runs are fully handed on: final mosaics made and written,
         documents delivered to Tiled. False if ``timeout_s`` passed first."""
-        deadline = time.monotonic() + timeout_s
-        done = True
-        if self.stitcher is not None:  # its consumers (mosaic writer, view) have run then
-            done &= self.stitcher.wait(max(0.0, deadline - time.monotonic()))
-        if self.tiled_writer is not None:
-            done &= self.tiled_writer.flush(max(0.0, deadline - time.monotonic()))
-        return done
+        return self.graph.wait(timeout_s)
+
+    @property
+    def stitcher(self) -> Any:
+        return self.graph.stitcher
+
+    @property
+    def live_view(self) -> Any:
+        return self.graph.live_view
+
+    @property
+    def tiled_writer(self) -> Any:
+        return self.graph.tiled_writer
+
+    @property
+    def mosaic_writer(self) -> Any:
+        return self.graph.mosaic_writer
 
     def describe(self) -> str:
         """One paragraph: what the session holds and how to start."""
@@ -336,11 +315,14 @@ class Session:
         for token in self._tokens:
             self.RE.unsubscribe(token)
         self._tokens.clear()
+        if self.dispatcher is not None:
+            try:
+                self.dispatcher.close()
+            except Exception:  # noqa: BLE001 - the next parts still get closed
+                log.exception("closing the session's continual-learning dispatcher failed")
+        for name, error in self.graph.close(timeout_s):
+            log.error("closing the session's %s failed: %s", name, error)
         steps = [
-            ("dispatcher", lambda d: d.close()),
-            ("stitcher", lambda s: s.close()),
-            ("live_view", lambda v: v.close()),
-            ("tiled_writer", lambda w: w.close(timeout_s=timeout_s)),
             ("endpoint_process", lambda p: p.stop()),
             ("tiled_server", lambda t: t.stop()),
         ]
