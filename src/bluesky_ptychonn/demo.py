@@ -9,6 +9,12 @@ over ZMQ on loopback. It runs a spiral scan and a sparse scan (overlap 0), recon
 spiral with ePIE from the run as stored in Tiled, and writes a report folder: PNGs (live
 mosaic, ground truth, ePIE) and ``report.json`` (SSIM, frames, rates, latencies).
 
+With ``continual`` (the default, needs Tiled) the session also runs the continual-learning
+loop (`retrain`, on a local Dask cluster): the spiral run goes through ePIE labels, the gate
+and training, a better model is pushed to the endpoint, and a spiral over a new region of the
+sample follows; the report's ``continual`` section gives the loop's record and the next scan's
+image with the model before and after (both stitched from the same frames).
+
 The network is the cached demo model (trained on simulated etched samples on first use, a few
 minutes on a laptop CPU) unless one is given.
 """
@@ -60,6 +66,9 @@ class DemoOptions:
         sparse_extent_m: side of the sparse (overlap 0) raster, m.
         epie_iterations: ePIE iterations on the spiral (0: skip ePIE).
         tiled: write runs and reconstructions to a local Tiled server.
+        continual: run the continual-learning loop on the spiral and scan a new region after
+            it (needs ``tiled``).
+        continual_epochs: fine-tuning epochs of the loop.
         seed: seed of sample and noise.
     """
 
@@ -72,6 +81,8 @@ class DemoOptions:
     sparse_extent_m: float = 2.4e-6
     epie_iterations: int = 60
     tiled: bool = True
+    continual: bool = True
+    continual_epochs: int = 30
     seed: int = 0
     recipe: DemoModelRecipe = field(default_factory=DemoModelRecipe)
 
@@ -137,7 +148,19 @@ def demo_session_config(options: DemoOptions, model: Path) -> Any:
     from .session import SessionConfig
 
     extent = 2 * max(options.spiral_radius_m, options.sparse_extent_m / 2) + 0.5e-6
+    if options.continual:  # room for the next region, beside the first spiral
+        extent = 2 * (abs(_next_centre_m(options)[1]) + options.spiral_radius_m) + 0.5e-6
     out = Path(options.out)
+    continual = {"enabled": False}
+    if options.continual and options.tiled:
+        continual = {
+            "enabled": True,
+            "state_dir": str(out / "continual"),
+            "cluster": {"kind": "local", "n_workers": 1, "threads_per_worker": 1},
+            "gate": {"recheck_interval_s": 0.0},
+            "train": {"epochs": options.continual_epochs},
+            "recon": {"iterations": max(options.epie_iterations, 60)},
+        }
     return SessionConfig.from_dict(
         {
             "data_dir": str(out),
@@ -157,9 +180,15 @@ def demo_session_config(options: DemoOptions, model: Path) -> Any:
                 "mosaic_period_s": 2.0,
             },
             "live_view": {"enabled": False},
+            "continual": continual,
         },
         where="demo",
     )
+
+
+def _next_centre_m(options: DemoOptions) -> tuple[float, float]:
+    """Where the scan after the loop goes: a region beside the first spiral (y, x) m."""
+    return (0.0, 2 * options.spiral_radius_m + 0.4e-6)
 
 
 def run_demo(options: DemoOptions) -> dict[str, Any]:
@@ -221,6 +250,9 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
                 "figure": str(figure),
                 **quality,
             }
+        if session.dispatcher is not None:
+            spiral_uid = report["scans"]["spiral"]["uid"]
+            report["continual"] = _continual(options, session, beamline, spiral_uid)
         if options.epie_iterations > 0:
             report["epie"] = _epie(
                 options, report["scans"]["spiral"]["uid"], beamline, session.catalog, out
@@ -230,6 +262,63 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             report["tiled_documents"] = asdict(writer.stats)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     return report
+
+
+def _continual(options: DemoOptions, session: Any, beamline: Any, uid: str) -> dict[str, Any]:
+    """The loop on the spiral run, then a spiral over a new region with the model it left."""
+    from .plans import spiral_scan
+    from .retrain.evaluate import network_mosaic
+    from .sim.scans import step_from_overlap
+    from .storage.tiled_runs import dataset_from_run
+
+    dispatcher = session.dispatcher
+    before = dispatcher.loop.model_path or str(session.model_dir)
+    log.info("continual learning: ePIE labels, gate and training of the spiral run")
+    if not dispatcher.wait_idle(timeout_s=1800):
+        return {"error": "the loop did not finish within 30 min", **dispatcher.status()}
+    records = {r.scan_uid: r for r in dispatcher.records}
+    if uid not in records:
+        return {"error": dispatcher.last_error}
+    record = records[uid]
+    result: dict[str, Any] = {
+        "decision": record.decision,
+        "reason": record.reason,
+        "trained": record.trained,
+        "promoted": record.promoted,
+        "promotion_reason": record.promotion_reason,
+        "pushed": record.pushed,
+        "model_version_after": record.model_version,
+        "steps_s": record.steps,
+        "seconds": record.seconds,
+        "holdout": (record.challenger or {}).get("holdout"),
+        "other_runs": {
+            r.scan_uid: f"{r.decision}: {r.reason}" for r in dispatcher.records if r.scan_uid != uid
+        },
+    }
+    step = step_from_overlap(beamline.beam_size_on_sample_m, options.spiral_overlap)
+    detectors = [session.detector, session.endpoint]
+    plan = spiral_scan(
+        detectors, session.stage, options.spiral_radius_m, step_m=step,
+        centre_m=_next_centre_m(options),
+    )  # fmt: skip
+    (next_uid,) = session.RE(plan)
+    live = session.stitcher.last_snapshot
+    result["next_scan"] = {
+        "uid": next_uid,
+        "live_model_version": live.model_version,
+        "live": _mosaic_quality(live, beamline.sample),
+    }
+    session.wait(timeout_s=60)
+    dataset = dataset_from_run(session.catalog.raw[next_uid])
+    dataset.probe = beamline.probe_on_readout_grid
+    for name, model in (("model_before", before), ("model_after", dispatcher.loop.model_path)):
+        snapshot = network_mosaic(str(model), dataset)
+        result["next_scan"][name] = {
+            "model_version": snapshot.model_version,
+            **_mosaic_quality(snapshot, beamline.sample),
+        }
+    dispatcher.wait_idle(timeout_s=1800)  # the loop also learns from the next scan
+    return result
 
 
 def _epie(options, uid, beamline, catalog, out) -> dict[str, Any]:

@@ -212,3 +212,20 @@ def test_a_run_without_positions_is_refused_with_a_record_and_nothing_promoted(t
         dispatcher.close()
     finally:
         server.stop()
+
+
+def test_a_sparse_run_is_refused_without_being_read(tmp_path):
+    calls = []
+    loop = ContinualLoop(tmp_path / "state", fast_options())
+    dispatcher = RetrainDispatcher(loop, lambda uid, path: calls.append(uid), min_overlap=0.3)
+    geometry = {"energy_ev": 1e4, "detector_distance_m": 2.0}
+    dispatcher("start", {"uid": "sparse", "overlap": 0.0, **geometry})
+    dispatcher("stop", {"run_start": "sparse", "exit_status": "success"})
+    dispatcher("start", {"uid": "aborted", "overlap": 0.7, **geometry})
+    dispatcher("stop", {"run_start": "aborted", "exit_status": "abort"})
+    assert dispatcher.wait_idle(timeout_s=30)
+    (record,) = dispatcher.records
+    assert record.scan_uid == "sparse" and record.decision == "refused"
+    assert "overlap 0 is below 0.3" in record.reason
+    assert calls == []  # neither read: one too sparse, one aborted
+    dispatcher.close()

@@ -77,6 +77,9 @@ class RetrainDispatcher:
             none; give a `TiledRunSource`). It raises ``ConnectionError`` while the run
             cannot be read yet.
         retry_s, retry_max_s: first and longest wait before a queued run is tried again (s).
+        min_overlap: runs whose start document declares a smaller ``overlap`` (sparse scans
+            for the network alone) are recorded as refused without being read: ePIE cannot
+            reconstruct them.
         start: start the worker thread now.
     """
 
@@ -87,19 +90,22 @@ class RetrainDispatcher:
         *,
         retry_s: float = 2.0,
         retry_max_s: float = 60.0,
+        min_overlap: float = 0.3,
         start: bool = True,
     ):
         self.loop = loop
         self.source = source
         self.retry_s = float(retry_s)
         self.retry_max_s = float(retry_max_s)
+        self.min_overlap = float(min_overlap)
         self.queue_file = loop.state_dir / "queue.json"
         self.scans_dir = loop.state_dir / "scans"
         self.scans_dir.mkdir(parents=True, exist_ok=True)
         self._queue: list[str] = (
             json.loads(self.queue_file.read_text()) if self.queue_file.is_file() else []
         )
-        self._starts: dict[str, dict[str, Any]] = {}
+        self._starts: dict[str, dict[str, Any]] = {}  # runs open now
+        self._finished: dict[str, dict[str, Any]] = {}  # start documents of queued runs
         self._cv = threading.Condition()
         self._closing = False
         self._busy = False
@@ -123,6 +129,7 @@ class RetrainDispatcher:
             if doc.get("exit_status", "success") != "success":
                 log.info("run %s ended with %s: not queued", start["uid"], doc["exit_status"])
                 return
+            self._finished[start["uid"]] = start
             self.enqueue(start["uid"])
 
     def enqueue(self, uid: str) -> None:
@@ -233,6 +240,13 @@ class RetrainDispatcher:
             self._forward(self.loop.status())
 
     def _process(self, uid: str) -> ScanRecord:
+        overlap = self._finished.pop(uid, {}).get("overlap")
+        if overlap is not None and float(overlap) < self.min_overlap:
+            reason = (
+                f"the scan's overlap {float(overlap):g} is below {self.min_overlap:g}: ePIE "
+                "cannot reconstruct it, so it gives no labels"
+            )
+            return self.loop.refuse(uid, uid, ValueError(reason))
         path = self.scans_dir / f"{uid}.cxi"
         if not path.is_file():
             try:
