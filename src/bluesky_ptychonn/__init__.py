@@ -2,7 +2,8 @@
 
 Layers (lower never import higher): ``geometry``, ``dataset``, ``metrics`` (contracts and pure
 helpers) < ``sim``, ``recon``, ``model``, ``stitch`` (no bluesky) < ``storage``, ``inference``,
-``stream`` < ``devices``, ``plans``, ``callbacks``, ``retrain`` < ``cli``.
+``stream``, ``ioc`` < ``devices``, ``plans``, ``callbacks``, ``retrain`` < ``session`` <
+``commands``, ``cli``, ``demo`` (checked by ``tests/lint/check_layers.py``).
 """
 
 __version__ = "0.1.0"
