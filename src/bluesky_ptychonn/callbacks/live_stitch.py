@@ -264,7 +264,10 @@ class LiveStitcher(CallbackBase):
                 )  # fmt: skip
         snapshot = self._snapshot(run)
         if snapshot is None:
-            log.warning("run %s: no patch arrived to stitch", run.uid)
+            if run.stream_id is None and self._listener is not None:
+                log.debug("run %s: the endpoint took no part in it, nothing to stitch", run.uid)
+            else:
+                log.warning("run %s: no patch arrived to stitch", run.uid)
             return
         self._last_snapshot = snapshot
         if expected and snapshot.frames_used + snapshot.frames_outside < expected:

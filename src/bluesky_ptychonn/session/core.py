@@ -290,7 +290,12 @@ class Session:
         devices = ", ".join(sorted(k for k in self.devices if k != "hutch"))
         lines = [f"bluesky-ptychonn session ({mode}): devices {devices}."]
         if self.endpoint is not None:
-            where = "remote" if self.config.endpoint.remote else f"local, model {self.model_dir}"
+            if self.config.endpoint.remote:
+                where = "remote"
+            elif self.model_dir is None:
+                where = "local, not started by this session"
+            else:
+                where = f"local, model {self.model_dir}"
             lines.append(f"  endpoint: {self.endpoint.control_address} ({where})")
         if self.tiled_uri is not None:
             lines.append(f"  Tiled: {self.tiled_uri} (session.catalog, session.tiled_client)")
