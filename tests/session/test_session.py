@@ -135,3 +135,30 @@ def test_defaults_are_the_simulated_beamline_a_local_endpoint_and_embedded_tiled
         {"endpoint": {"frames": "tcp://e:1", "results": "tcp://e:2", "control": "tcp://e:3"}}
     )
     assert remote.endpoint.remote
+
+
+def test_a_remote_endpoint_is_used_not_started_and_outlives_the_session(
+    tmp_path, tiny_model, endpoint_factory
+):
+    model = tiny_model(tmp_path / "model", version="tiny", input_px=32, frame_px=128, reduce="bin")
+    server = endpoint_factory(model)  # "another host": started and owned by someone else
+    frames, results, control = server.addresses
+    config = SessionConfig.from_dict(
+        {
+            "data_dir": str(tmp_path / "session"),
+            "sim": {"detectors": ["eiger"], "field_of_view_m": [2e-6, 2e-6]},
+            "endpoint": {"frames": frames, "results": results, "control": control},
+            "tiled": {"enabled": False},
+            "live_view": {"enabled": False},
+        }
+    )
+    with Session(config) as session:
+        assert session.endpoint_process is None and session.tiled_server is None
+        assert session.catalog is None and session.model_dir is None
+        (uid,) = session.RE(
+            spiral_scan([session.detector, session.endpoint], session.stage, 0.3e-6, step_m=1e-7)
+        )
+        final = session.stitcher.last_snapshot
+        assert final.run_uid == uid and final.model_version == "tiny"
+        assert final.frames_used == session.endpoint.frames_inferred.get() > 10
+    assert server.process.poll() is None  # not the session's to stop
