@@ -123,6 +123,18 @@ def test_the_probe_is_kept_centred(defocused_scan):
     assert np.all(np.abs(com - 32) <= 1.0), com
 
 
+def test_illumination_is_the_probe_intensity_summed_at_the_windows(defocused_scan):
+    dataset, _ = defocused_scan
+    task = make_task(dataset, EPIEOptions(iterations=1))
+    intensity = np.abs(task.probe_array()) ** 2
+    expected = np.zeros(task.object_shape)
+    h, w = intensity.shape
+    for r, c in task.scan.corners:
+        expected[r : r + h, c : c + w] += intensity
+    got = task.illumination().numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4 * expected.max())
+
+
 def test_moving_probe_and_object_together_leaves_the_data_error(defocused_scan):
     dataset, probe = defocused_scan
     shifted = np.roll(probe, (3, -2), axis=(0, 1)).astype(np.complex64)

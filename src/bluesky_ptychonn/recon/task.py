@@ -148,6 +148,8 @@ class ReconstructionTask:
         self.probe_source = scan.probe_source
         self.trial_errors: dict[str, float] = {}
         self._trial: list[_Candidate] | None = None
+        self._corner_spectrum: torch.Tensor | None = None
+        self._step_illumination: torch.Tensor | None = None  # this iteration's, once computed
         self._trial_allowed = self.supports_trial and initial_object is None
         # the trial takes at most a tenth of the run (at least one iteration)
         self.trial_length = min(options.probe.trial_iterations, max(1, options.iterations // 10))
@@ -186,17 +188,22 @@ class ReconstructionTask:
     def illumination(self) -> torch.Tensor:
         """(R, C) float32 summed probe intensity sum_k |P|^2 of all windows on the object grid.
 
-        The unshifted probe at each window's integer corner (a normaliser, not the model).
+        The unshifted probe at each window's integer corner (a normaliser, not the model),
+        computed as the FFT convolution of the corners' count map with |P|^2 (windows lie
+        inside the grid, so the circular convolution does not wrap).
         """
-        flat = torch.zeros(self.object.numel(), dtype=torch.float32, device=self.device)
-        intensity = ops.intensity(self.probe)
+        shape = self.object_shape
+        if self._corner_spectrum is None:
+            counts = torch.zeros(shape, dtype=torch.float32, device=self.device)
+            flat = counts.view(-1)
+            index = self.corners[:, 0] * shape[1] + self.corners[:, 1]
+            flat.index_add_(0, index, torch.ones_like(index, dtype=torch.float32))
+            self._corner_spectrum = torch.fft.rfft2(counts)
+        kernel = torch.zeros(shape, dtype=torch.float32, device=self.device)
         h, w = self.frame_shape
-        chunk = max(1, ILLUMINATION_CHUNK_ELEMENTS // (h * w))
-        frames = torch.arange(self.scan.n_frames, device=self.device)
-        for start in range(0, frames.shape[0], chunk):
-            part = frames[start : start + chunk]
-            ops.scatter_add(flat, self.window_index(part), intensity.expand(part.shape[0], h, w))
-        return flat.view(self.object_shape)
+        kernel[:h, :w] = ops.intensity(self.probe)
+        out = torch.fft.irfft2(torch.fft.rfft2(kernel) * self._corner_spectrum, s=shape)
+        return out.clamp_(min=0.0)
 
     # ---- the loop -----------------------------------------------------------------------------
     supports_trial = False
@@ -241,6 +248,7 @@ class ReconstructionTask:
     def _normalise_object(self) -> None:
         """Scale the object to unit illumination-weighted RMS amplitude, the probe inversely."""
         weight = self.illumination()
+        self._step_illumination = weight
         total = float(weight.sum())
         if not total > 0:
             return
@@ -301,6 +309,7 @@ class ReconstructionTask:
             best = 0  # the start is kept unless another candidate clearly beats it
         chosen = self._trial[best]
         self.object, self.probe = chosen.object, chosen.probe
+        self._step_illumination = None  # it was the last candidate's
         self._probe_changed()
         if self.iteration + 1 >= self.trial_length:
             self.trial_errors = {c.name: c.errors[-1] for c in self._trial}
@@ -346,7 +355,8 @@ class ReconstructionTask:
                     f"{d.min_probe_power_fraction:g})",
                     it,
                 )
-        ratio = self.object_peak_to_rms()
+        # normalising scaled the probe after this map was made: the ratio is scale-free
+        ratio = self.object_peak_to_rms(self._step_illumination)
         if ratio > d.max_object_amplitude:
             raise ReconstructionDiverged(
                 f"the reconstruction diverged at iteration {it}: the object's amplitude over "
@@ -386,9 +396,13 @@ class ReconstructionTask:
             return float("nan"), float("nan")
         return misfit / self.data_power, floor / self.data_power
 
-    def object_peak_to_rms(self) -> float:
-        """max |O| over the illuminated area / its illumination-weighted RMS (dimensionless)."""
-        weight = self.illumination()
+    def object_peak_to_rms(self, weight: torch.Tensor | None = None) -> float:
+        """max |O| over the illuminated area / its illumination-weighted RMS (dimensionless).
+
+        Args:
+            weight: the illumination map (any scale); default `illumination()` of now.
+        """
+        weight = self.illumination() if weight is None else weight
         lit = weight > ILLUMINATED_FRACTION * weight.max()
         total = float(weight.sum())
         if not total > 0 or not bool(lit.any()):
@@ -407,6 +421,7 @@ class ReconstructionTask:
                 (see `DivergenceOptions`); the task's state is then no result.
         """
         start = time.perf_counter()
+        self._step_illumination = None
         if self._trial_wanted():
             self._trial = self._candidates()
         self._begin_iteration()
