@@ -99,6 +99,25 @@ def test_a_challenger_that_is_not_better_is_not_promoted(first_model, scans, tmp
     assert result.challenger["holdout"]["incumbent"]["n_pairs"] > 0
 
 
+def test_challengers_that_keep_losing_make_the_model_in_service_validated(
+    first_model, scans, tmp_path
+):
+    _, record = first_model
+    options = fast_options(
+        gate={"tolerance_ssim": 0.01, "max_failed_challengers": 2},
+        train={"min_improvement": 0.9},  # no challenger can win
+    )
+    loop = ContinualLoop(tmp_path / "state", options, model_dir=record["model_path"])
+    first = loop.process_scan(scans[1], "scan1")
+    assert first.trained and not first.promoted and loop.reference_ssim is None
+    second = loop.process_scan(scans[2], "scan2")
+    assert second.trained and not second.promoted
+    assert "is its validated level" in second.promotion_reason
+    incumbent = second.challenger["holdout"]["incumbent"]["ssim_mean"]
+    assert loop.reference_ssim == pytest.approx(incumbent)
+    assert second.challenger["replayed_pairs"] > 0  # the second challenger replayed scan1
+
+
 def test_labels_of_the_wrong_pattern_size_are_refused(first_model, tmp_path):
     _, record = first_model
     scan = small_scan(tmp_path / "small.cxi", frame_px=64, defocus_m=100e-6)

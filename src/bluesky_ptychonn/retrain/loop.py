@@ -151,6 +151,7 @@ class ContinualLoop:
         self.model_path: str | None = None
         self.pending_push: str | None = None
         self.reference_ssim: float | None = None  # the model in service's validated level
+        self.failed_challengers = 0  # in a row, since the last promotion
         self.generation = 0
         self.label_paths: list[str] = []
         self.records: list[ScanRecord] = []
@@ -163,6 +164,7 @@ class ContinualLoop:
             self.model_path = saved.get("model_path")
             self.pending_push = saved.get("pending_push")
             self.reference_ssim = saved.get("reference_ssim")
+            self.failed_challengers = int(saved.get("failed_challengers", 0))
             self.generation = int(saved.get("generation", 0))
             self.label_paths = list(saved.get("label_paths", []))
             suspended_until = saved.get("suspended_until")
@@ -218,6 +220,7 @@ class ContinualLoop:
             "model_path": self.model_path,
             "pending_push": self.pending_push,
             "reference_ssim": self.reference_ssim,
+            "failed_challengers": self.failed_challengers,
             "generation": self.generation,
             "label_paths": self.label_paths,
             "suspended_until": self.gate.suspended_until,
@@ -368,9 +371,18 @@ class ContinualLoop:
         promoted, why = judge(trained, opts.train.min_improvement)
         record.promotion_reason = why
         if not promoted:
-            if self.reference_ssim is None:  # the level the incumbent holds on every holdout
-                self.reference_ssim = float(trained["holdout"]["incumbent"]["ssim_mean"])
+            self.failed_challengers += 1
+            limit = opts.gate.max_failed_challengers
+            if self.failed_challengers >= limit:  # what the model in service does is its level
+                level = float(trained["holdout"]["incumbent"]["ssim_mean"])
+                self.reference_ssim = level
+                self.failed_challengers = 0
+                record.promotion_reason = (
+                    f"{why}; after {limit} challengers that did not beat it, the model in "
+                    f"service's phase SSIM {level:.3f} on the frozen holdout is its validated level"
+                )
             return
+        self.failed_challengers = 0
         self._set_state("pushing")
         exported = self._step(
             record, "export", export_step, trained["model_dir"], onnx=opts.promote.onnx

@@ -33,13 +33,18 @@ class GateOptions:
             check are skipped (no reconstruction at all); the next one is checked (s). The
             paper's example: hourly.
         holdout_fraction: fraction of each scan's labels frozen as holdout: never trained on,
-            used by the gate and to judge a challenger against the model in service.
+            used to judge a challenger against the model in service.
+        max_failed_challengers: after this many challengers in a row that did not beat the
+            model in service, its own level on the frozen holdout becomes its validated level
+            (the gate then measures drift from what it does, instead of retraining at every
+            scan); until then each scan adds its labels and a new challenger is trained.
     """
 
     tolerance_ssim: float = 0.10
     tolerance_phase_rad: float | None = None
     recheck_interval_s: float = 3600.0
     holdout_fraction: float = 0.1
+    max_failed_challengers: int = 3
 
     def validate(self) -> None:
         if not 0 < self.tolerance_ssim < 1:
@@ -50,6 +55,9 @@ class GateOptions:
             )
         if not self.recheck_interval_s >= 0:
             raise ValueError(f"recheck_interval_s must be >= 0, got {self.recheck_interval_s!r}")
+        failures = self.max_failed_challengers
+        if int(failures) != failures or failures < 1:
+            raise ValueError(f"max_failed_challengers must be a positive int, got {failures!r}")
         if not 0 < self.holdout_fraction < 0.5:
             raise ValueError(
                 f"holdout_fraction must lie in (0, 0.5), got {self.holdout_fraction!r}"
