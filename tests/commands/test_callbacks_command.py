@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from bluesky import RunEngine
 from bluesky.callbacks.zmq import Publisher
 
@@ -58,6 +59,7 @@ def _stop(process: subprocess.Popen) -> int:
     return process.returncode
 
 
+@pytest.mark.slow  # four processes (endpoint, Tiled, proxy, callbacks): 26 s alone, 46 s loaded
 def test_callbacks_in_another_process_stitch_every_frame_and_write_to_tiled(
     tmp_path, tiny_model, endpoint_factory, monkeypatch
 ):
