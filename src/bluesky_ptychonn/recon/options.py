@@ -76,19 +76,21 @@ class ProbeOptions:
             drifting out of its window.
         trial_iterations: ePIE only, when the probe is refined: iterate every candidate start
             (the given probe, or the file's, and probes built from the data for the beam
-            sizes of ``trial_overlaps``) side by side for this many iterations on the same
-            batches, then continue from the one with the lowest data error (the others are
-            dropped; their errors go into the settings). 0 keeps the given start. The trial
-            takes at most a tenth of ``iterations`` (at least one iteration), so short runs
-            stay cheap; it costs that many iterations per extra candidate.
+            sizes of ``trial_overlaps``, each on both sides of the focus) side by side for
+            this many iterations on the same batches, then continue from the best (see
+            ``trial_margin``; the others are dropped, their errors go into the settings). 0
+            keeps the given start. The trial takes at most a tenth of ``iterations`` (at
+            least one iteration), so short runs stay cheap; it costs that many iterations
+            per extra candidate.
         trial_overlaps: overlap ratios 1 - step / beam size for which a probe is built from
             the data as a candidate start (`prepare.probe_diameter_guess_px`); a larger
             assumed overlap means a larger, more defocused beam, so together they span the
             defocus a scan is likely to be run at.
-        trial_margin: the start (the given probe, or the one built from the data when none
-            is given) is kept unless another candidate's error is below the start's divided
-            by this (dimensionless, >= 1). Early errors favour small, bright probes a little;
-            a stuck start is 30-60 times worse, a good one at most 1.6 times (measured).
+        trial_margin: a supplied start (the given probe or the file's) is kept unless
+            another candidate's error is below its error divided by this (dimensionless,
+            >= 1); among probes built from the data the lowest error wins. Early errors
+            favour small, bright probes a little; a stuck start measured 30-60 times worse
+            than the best candidate, a good one at most 1.6 times.
     """
 
     update: bool = True
@@ -100,7 +102,7 @@ class ProbeOptions:
     power_photons: float | None = None
     centre: bool = True
     trial_iterations: int = 4
-    trial_overlaps: tuple[float, ...] = (0.6, 0.8, 0.9)
+    trial_overlaps: tuple[float, ...] = (0.6, 0.8)
     trial_margin: float = 2.0
 
     def validate(self) -> None:

@@ -279,16 +279,22 @@ class ReconstructionTask:
         start = _Candidate(self.probe_source, self.object.clone(), self.probe.clone())
         out = [start]
         for overlap in self.options.probe.trial_overlaps:
-            if self.probe_source == "data" and math.isclose(overlap, ASSUMED_OVERLAP):
-                continue  # the start itself
             probe = probe_from_data(self.scan, overlap)
-            out.append(
-                _Candidate(
-                    f"data (overlap {overlap:g})",
-                    self.object.clone(),
-                    torch.from_numpy(probe).to(self.device),
+            # the same beam on the other side of the focus: conj(P(-r)) (far-field phase negated)
+            opposite = np.conj(np.roll(probe[::-1, ::-1], 1, axis=(0, 1)))
+            for name, array in (
+                (f"data (overlap {overlap:g})", probe),
+                (f"data (overlap {overlap:g}, opposite defocus)", opposite),
+            ):
+                if self.probe_source == "data" and name == f"data (overlap {ASSUMED_OVERLAP:g})":
+                    continue  # the start itself
+                out.append(
+                    _Candidate(
+                        name,
+                        self.object.clone(),
+                        torch.from_numpy(np.ascontiguousarray(array)).to(self.device),
+                    )
                 )
-            )
         return out
 
     def _trial_iteration(self) -> float:
@@ -305,8 +311,9 @@ class ReconstructionTask:
             misfits.append(misfit if math.isfinite(misfit) else math.inf)
         errors = [c.errors[-1] for c in self._trial]
         best = int(np.argmin(errors))
-        if errors[0] <= self.options.probe.trial_margin * errors[best]:
-            best = 0  # the start is kept unless another candidate clearly beats it
+        given = self._trial[0].name != "data"  # a probe the caller or the file supplied
+        if given and errors[0] <= self.options.probe.trial_margin * errors[best]:
+            best = 0  # a supplied probe is kept unless another candidate clearly beats it
         chosen = self._trial[best]
         self.object, self.probe = chosen.object, chosen.probe
         self._step_illumination = None  # it was the last candidate's
