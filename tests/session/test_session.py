@@ -162,3 +162,30 @@ def test_a_remote_endpoint_is_used_not_started_and_outlives_the_session(
         assert final.run_uid == uid and final.model_version == "tiny"
         assert final.frames_used == session.endpoint.frames_inferred.get() > 10
     assert server.process.poll() is None  # not the session's to stop
+
+
+@pytest.mark.slow  # five processes (endpoint, Tiled, proxy, callbacks, this one): ~30 s
+def test_a_session_with_its_callbacks_in_another_process_gets_the_mosaic_to_tiled(
+    session_file,
+):
+    import time
+
+    session_file.write_text(session_file.read_text() + "\n[callbacks]\nprocess = true\n")
+    session = Session.from_config(session_file)
+    try:
+        remote = session.remote_callbacks
+        assert session.stitcher is None and remote.process.poll() is None
+        (uid,) = session.RE(
+            spiral_scan([session.detector, session.endpoint], session.stage, 0.4e-6, step_m=1e-7)
+        )
+        deadline, nodes = time.monotonic() + 90, {}
+        while not nodes and time.monotonic() < deadline:
+            nodes = dict(find_reconstructions(session.catalog, scan_uid=uid, final=True).items())
+            time.sleep(0.5)
+        (node,) = nodes.values()
+        n_points = session.endpoint.frames_inferred.get()
+        assert read_live_mosaic(node).metadata["frames_used"] == n_points > 20
+    finally:
+        session.close()
+    assert remote.process.returncode == 0 and remote.proxy.poll() is not None
+    assert not session.tiled_server.running  # everything the session started is stopped

@@ -24,6 +24,9 @@ naming the table and the keys it knows. Units are in the names (``_s``, ``_m``).
     [live_view]
     period_s = 1.0             # png_path defaults to <data_dir>/live-mosaic.png
 
+    [callbacks]
+    process = false            # true: stitcher, view and writers in a child process over 0MQ
+
     [continual]                # the continual-learning loop (bluesky_ptychonn.retrain)
     enabled = false            # the rest of the table goes to retrain.dispatcher
 
@@ -47,6 +50,7 @@ from ..devices.config import ENV_VAR, SECTIONS, check_settings
 
 __all__ = [
     "ENV_VAR",
+    "CallbacksSettings",
     "EndpointSettings",
     "LiveViewSettings",
     "SessionConfig",
@@ -158,11 +162,31 @@ class LiveViewSettings:
     publish_address: str | None = None
 
 
+@dataclass
+class CallbacksSettings:
+    """``[callbacks]``: where the stitcher, live view and Tiled writers run.
+
+    Attributes:
+        process: in a child process (``bluesky-ptychonn callbacks``) fed by bluesky's 0MQ
+            ``Publisher`` through a ``bluesky-0MQ-proxy`` child, instead of in the RunEngine's
+            process. It reads the same configuration file.
+        proxy_in, proxy_out: the proxy's addresses (``host:port``); default: free loopback
+            ports and a proxy started here. Given both: an existing proxy, none started.
+        startup_timeout_s: longest wait for the callbacks process, s.
+    """
+
+    process: bool = False
+    proxy_in: str | None = None
+    proxy_out: str | None = None
+    startup_timeout_s: float = 60.0
+
+
 SESSION_TABLES = {
     "endpoint": EndpointSettings,
     "tiled": TiledSettings,
     "stitcher": StitcherSettings,
     "live_view": LiveViewSettings,
+    "callbacks": CallbacksSettings,
 }
 FREE_TABLES = ("continual", "agent")  # handed on as they are (checked by their owners)
 SESSION_KEYS = {"data_dir", *SESSION_TABLES, *FREE_TABLES}
@@ -175,7 +199,7 @@ class SessionConfig:
     Attributes:
         beamline: the devices' settings, as `devices.config.build_devices` takes them.
         data_dir: the session's folder.
-        endpoint, tiled, stitcher, live_view: the tables, as dataclasses.
+        endpoint, tiled, stitcher, live_view, callbacks: the tables, as dataclasses.
         continual: the ``[continual]`` table as written (``enabled`` and the dispatcher's keys).
         agent: the ``[agent]`` table as written.
         source: the file it was read from (None: defaults or a dict).
@@ -187,6 +211,7 @@ class SessionConfig:
     tiled: TiledSettings = field(default_factory=TiledSettings)
     stitcher: StitcherSettings = field(default_factory=StitcherSettings)
     live_view: LiveViewSettings = field(default_factory=LiveViewSettings)
+    callbacks: CallbacksSettings = field(default_factory=CallbacksSettings)
     continual: dict[str, Any] = field(default_factory=dict)
     agent: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
@@ -231,6 +256,9 @@ class SessionConfig:
                 f"{where} [endpoint]: a remote endpoint needs frames, results and control "
                 f"addresses; only {given} given"
             )
+        proxy = [tables["callbacks"].proxy_in, tables["callbacks"].proxy_out]
+        if any(proxy) and not all(proxy):
+            raise ValueError(f"{where} [callbacks]: give both proxy_in and proxy_out, or neither")
         data_dir = Path(os.path.expanduser(str(settings.get("data_dir", default_session_dir()))))
         return cls(beamline=beamline, data_dir=data_dir, **tables)
 

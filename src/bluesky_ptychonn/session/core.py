@@ -57,7 +57,9 @@ class Session:
         stage, detector, endpoint: the stage, the detector whose frames are inferred, the
             `InferenceEndpoint` device (None when ``[endpoint] enabled = false``).
         stitcher, live_view, tiled_writer, mosaic_writer, dispatcher: the callbacks (None when
-            not configured or not started).
+            not configured, not started, or in another process).
+        remote_callbacks: the `RemoteCallbacks` (proxy, callbacks process, publisher) with
+            ``[callbacks] process = true``, else None.
         tiled_client: a read/write ``tiled.client`` node (the catalog's root), or None.
         catalog: a `TiledCatalog` on it (raw runs, reconstructions, ...), or None.
         tiled_uri: the Tiled server's URI, or None.
@@ -76,6 +78,7 @@ class Session:
         self.devices: dict[str, Any] = {}
         self.stage = self.detector = self.endpoint = None
         self.graph = CallbackGraph()
+        self.remote_callbacks: Any = None  # [callbacks] process = true
         self.dispatcher = None
         self.tiled_client = self.catalog = None
         self.tiled_uri: str | None = None
@@ -224,18 +227,24 @@ class Session:
                 tiled_uri, api_key = self.tiled_server.uri, self.tiled_server.api_key
             else:
                 tiled_uri, api_key = config.tiled.uri, os.environ.get(config.tiled.api_key_env)
-        self.graph = build_callbacks(
-            config,
-            results_address=(
-                None if self.endpoint is None else self.endpoint.results_address.get()
-            ),
-            tiled_uri=tiled_uri,
-            api_key=api_key,
-        )
-        for callback in self.graph.callbacks:
-            self._subscribe(callback)
+        results = None if self.endpoint is None else self.endpoint.results_address.get()
+        if config.callbacks.process:
+            from ..storage.tiled_catalog import connect
+            from .remote import RemoteCallbacks
+
+            self.remote_callbacks = RemoteCallbacks(
+                config, results_address=results, tiled_uri=tiled_uri, api_key=api_key
+            ).start()
+            self._subscribe(self.remote_callbacks.publisher)
+            self.catalog = None if tiled_uri is None else connect(tiled_uri, api_key=api_key)
+        else:
+            self.graph = build_callbacks(
+                config, results_address=results, tiled_uri=tiled_uri, api_key=api_key
+            )
+            for callback in self.graph.callbacks:
+                self._subscribe(callback)
+            self.catalog = self.graph.catalog
         self.tiled_uri = tiled_uri
-        self.catalog = self.graph.catalog
         self.tiled_client = None if self.catalog is None else self.catalog.root
         if config.continual_enabled:
             from ..retrain.dispatcher import dispatcher_from_config
@@ -265,7 +274,9 @@ class Session:
 
     def wait(self, timeout_s: float = 120.0) -> bool:
         """Wait until the finished runs are fully handed on: final mosaics made and written,
-        documents delivered to Tiled. False if ``timeout_s`` passed first."""
+        documents delivered to Tiled. False if ``timeout_s`` passed first. With the callbacks
+        in another process (``[callbacks] process = true``) this returns at once: look for the
+        results in Tiled."""
         return self.graph.wait(timeout_s)
 
     @property
@@ -327,6 +338,11 @@ class Session:
                 log.exception("closing the session's continual-learning dispatcher failed")
         for name, error in self.graph.close(timeout_s):
             log.error("closing the session's %s failed: %s", name, error)
+        if self.remote_callbacks is not None:
+            try:
+                self.remote_callbacks.close(timeout_s)
+            except Exception:  # noqa: BLE001 - the next parts still get closed
+                log.exception("closing the session's callbacks process failed")
         steps = [
             ("endpoint_process", lambda p: p.stop()),
             ("tiled_server", lambda t: t.stop()),
