@@ -3,9 +3,6 @@ reaches Tiled, hands the continual-learning hook what it needs, and closes what 
 
 from __future__ import annotations
 
-import sys
-import types
-
 import numpy as np
 import pytest
 
@@ -13,46 +10,22 @@ from bluesky_ptychonn.plans import spiral_scan
 from bluesky_ptychonn.session import Session, SessionConfig, load_session_config
 from bluesky_ptychonn.storage.tiled_results import find_reconstructions, read_live_mosaic
 
-
-class FakeDispatcher:
-    """Stands in for retrain.dispatcher's callback: records documents and its closing."""
-
-    def __init__(self, table, **kwargs):
-        self.table, self.kwargs = table, kwargs
-        self.documents: list[str] = []
-        self.closed = 0
-
-    def __call__(self, name, doc):
-        self.documents.append(name)
-
-    def close(self):
-        self.closed += 1
-
-
-@pytest.fixture
-def fake_dispatcher_module(monkeypatch):
-    made: list[FakeDispatcher] = []
-    module = types.ModuleType("bluesky_ptychonn.retrain.dispatcher")
-
-    def dispatcher_from_config(table, *, tiled_client, endpoint_control_address, model_dir):
-        dispatcher = FakeDispatcher(
-            table,
-            tiled_client=tiled_client,
-            endpoint_control_address=endpoint_control_address,
-            model_dir=model_dir,
-        )
-        made.append(dispatcher)
-        return dispatcher
-
-    module.dispatcher_from_config = dispatcher_from_config
-    monkeypatch.setitem(sys.modules, "bluesky_ptychonn.retrain.dispatcher", module)
-    return made
+CONTINUAL = """
+[continual]
+enabled = true
+state_dir = "{state}"
+cluster = {{ kind = "inline" }}
+recon = {{ iterations = 10 }}
+quality = {{ max_noise_ratio = 1000.0 }}
+train = {{ epochs = 1, threads = 1, scratch = {{ epochs = 1 }} }}
+promote = {{ onnx = false, push_attempts = 1 }}
+"""
 
 
 def test_a_scan_of_the_session_reaches_the_live_view_and_tiled_and_close_stops_everything(
-    session_file, fake_dispatcher_module
+    session_file, tmp_path
 ):
-    text = session_file.read_text() + '\n[continual]\nenabled = true\nstate_dir = "x"\n'
+    text = session_file.read_text() + CONTINUAL.format(state=tmp_path / "continual")
     session_file.write_text(text)
     session = Session.from_config(session_file)
     try:
@@ -76,19 +49,21 @@ def test_a_scan_of_the_session_reaches_the_live_view_and_tiled_and_close_stops_e
         np.testing.assert_allclose(mosaic.phase, final.phase)
         assert session.live_view.png_path.read_bytes()[:4] == b"\x89PNG"
         assert session.live_view.png_path.parent == session.config.data_dir
-        (dispatcher,) = fake_dispatcher_module
-        assert dispatcher.table == {"enabled": True, "state_dir": "x"}
-        assert dispatcher.kwargs["tiled_client"] is session.tiled_client
-        assert dispatcher.kwargs["endpoint_control_address"] == session.endpoint.control_address
-        assert dispatcher.kwargs["model_dir"] == str(session.model_dir)
-        assert dispatcher.documents[0] == "start" and dispatcher.documents[-1] == "stop"
+        # the continual-learning loop took the run from Tiled, and its device says so
+        dispatcher = session.dispatcher
+        assert dispatcher.wait_idle(timeout_s=120), dispatcher.status()
+        (record,) = dispatcher.records
+        assert record.scan_uid == uid and record.decision, record.reason
+        assert dispatcher.loop.endpoint_control == session.endpoint.control_address
+        assert dispatcher.loop.model_version == record.model_version
+        device = session.namespace()["continual"]
+        assert device.last_scan.get() == uid and device.last_decision.get() == record.decision
     finally:
         session.close()
-    assert session.closed and dispatcher.closed == 1
+    assert session.closed and not dispatcher._thread.is_alive()
     assert endpoint_process.process.poll() is not None  # stopped, not left behind
     assert not tiled_server.running
     session.close()  # idempotent
-    assert dispatcher.closed == 1
 
 
 def test_a_session_without_services_builds_the_devices_and_an_idle_endpoint_device(

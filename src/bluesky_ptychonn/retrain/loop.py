@@ -198,7 +198,7 @@ class ContinualLoop:
             "suspended_until": self.gate.suspended_until,
             "generation": self.generation,
             "scans": len(self.records),
-            "last_scan": last.scan if last else None,
+            "last_scan": last.scan_uid if last else None,
             "last_decision": last.decision if last else None,
             "last_reason": last.reason if last else None,
         }

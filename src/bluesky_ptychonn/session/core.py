@@ -258,6 +258,10 @@ class Session:
                 model_dir=None if self.model_dir is None else str(self.model_dir),
             )
             self._subscribe(self.dispatcher)
+            from ..retrain.status import status_device
+
+            # the loop's state as a device: bps.rd(continual.state), or a run's baseline
+            self.devices["continual"] = status_device(self.dispatcher)
 
     def _subscribe(self, callback: Any) -> None:
         self._tokens.append(self.RE.subscribe(callback))
