@@ -7,7 +7,7 @@
   recomputed for the final state) against the **Poisson noise floor** the true object and
   probe would reach on these counts, computed from the model's intensities
   (`ReconstructionTask.data_error`): converged reconstructions of simulated scans measured
-  1.36-1.54 times it (they also fit some noise, and predict fewer photons in dark pixels
+  1.16-1.54 times it (they also fit some noise, and predict fewer photons in dark pixels
   than the truth), the real Siemens star 1.98, stuck ones 2.5 to 50;
 * **error trend**: last iteration's error over the lowest one (a run that wandered off its
   best);
@@ -50,7 +50,7 @@ class AssessmentThresholds:
     Attributes:
         max_noise_ratio: the data error may be at most this many times the Poisson noise
             floor (dimensionless). Converged reconstructions of simulated 2e5-photon scans
-            measured 1.36-1.54, the real Siemens-star scan 1.98 (real data carry what the
+            measured 1.16-1.54, the real Siemens-star scan 1.98 (real data carry what the
             model lacks: raise this for an instrument whose good reconstructions sit
             higher), stuck ones 2.5 (the zone-plate donut) to 50 (a wrong probe).
         max_error_trend: the last iteration's error may be at most this many times the lowest
