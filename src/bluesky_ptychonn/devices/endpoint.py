@@ -67,6 +67,9 @@ class InferenceEndpoint(Device):
     phase_std = Cpt(Signal, value=0.0, kind="normal")
     phase_min = Cpt(Signal, value=0.0, kind="normal")
     phase_max = Cpt(Signal, value=0.0, kind="normal")
+    # the model that produced the latest result: read with every event, so a model swapped
+    # in during a run (continual learning) shows in the run's documents where it happened
+    result_model_version = Cpt(Signal, value="", kind="normal")
 
     def __init__(
         self,
@@ -129,6 +132,8 @@ class InferenceEndpoint(Device):
         if message.kind != "results":
             return
         self.latest_results.append(message)
+        if message.model_version:
+            self.result_model_version.put(message.model_version)
         phase = message.arrays["phase"][-1]
         self.phase_mean.put(float(phase.mean()))
         self.phase_std.put(float(phase.std()))
