@@ -32,6 +32,7 @@ import numpy as np
 
 from . import __version__
 from .model.demo_model import DemoModelRecipe, default_cache_dir, ensure_demo_model
+from .retrain.evaluate import on_canvas
 
 __all__ = [
     "DemoModelRecipe",
@@ -93,29 +94,11 @@ def _sample_options(options: DemoOptions) -> dict[str, Any]:
     return dict(DEMO_LETTERS) if options.sample == "letters" else {}
 
 
-def _truth_on(snapshot: Any, sample: Any) -> np.ndarray:
-    """The sample's transmission on the mosaic's canvas (nearest whole-pixel offset).
-
-    A mosaic of coarser pixels (a cropping model) gets the sample resampled to its pixel size.
-    """
-    from .dataset import ComplexImage
-    from .recon.quality import reference_on_grid
-
-    if not np.isclose(snapshot.pixel_size_m, sample.pixel_size_m, rtol=1e-6, atol=0):
-        from skimage.transform import rescale
-
-        factor = sample.pixel_size_m / snapshot.pixel_size_m
-        array = rescale(sample.array.real, factor) + 1j * rescale(sample.array.imag, factor)
-        sample = ComplexImage(array, snapshot.pixel_size_m, sample.origin_m)
-    canvas = ComplexImage(snapshot.phase, snapshot.pixel_size_m, snapshot.origin_m)
-    return reference_on_grid(sample, canvas).astype(np.complex64)
-
-
 def _mosaic_quality(snapshot: Any, sample: Any) -> dict[str, float]:
     """Phase SSIM / RMS of the mosaic against the ground truth over well-covered pixels."""
     from .metrics import phase_rms_error, phase_ssim
 
-    truth = _truth_on(snapshot, sample)
+    truth = on_canvas(sample, snapshot)
     region = snapshot.weights > 0.3 * np.percentile(snapshot.weights[snapshot.weights > 0], 90)
     estimate = snapshot.complex
     rotation = np.angle(np.vdot(truth[region], estimate[region]))
@@ -228,7 +211,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             snapshot = stitcher.last_snapshot  # waits for the run's final mosaic
             status = endpoint.refresh()
             quality = _mosaic_quality(snapshot, beamline.sample)
-            truth = _truth_on(snapshot, beamline.sample)
+            truth = on_canvas(beamline.sample, snapshot)
             extent_um = [v * 1e6 for v in snapshot.grid.extent_m]
             figure = _figure(
                 out / f"{name}-live-mosaic.png",

@@ -30,6 +30,22 @@ def reference_on_grid(reference: ComplexImage, like: ComplexImage) -> np.ndarray
     return extract_patches(reference.array.astype(np.complex128), offset[None], like.array.shape)[0]
 
 
+def resampled_on_grid(image: ComplexImage, like: ComplexImage) -> np.ndarray:
+    """``image`` on the grid of ``like``, resampled first when their pixel sizes differ.
+
+    A truth or an ePIE object on the coarser canvas of a cropping network's mosaic, say; the
+    resampling is linear on the real and imaginary parts, anti-aliased when it shrinks.
+    """
+    if not np.isclose(like.pixel_size_m, image.pixel_size_m, rtol=1e-6, atol=0):
+        from skimage.transform import rescale
+
+        factor = image.pixel_size_m / like.pixel_size_m
+        array = np.asarray(image.array)
+        resampled = rescale(array.real, factor) + 1j * rescale(array.imag, factor)
+        image = ComplexImage(resampled, like.pixel_size_m, image.origin_m)
+    return reference_on_grid(image, like)
+
+
 def illuminated_mask(
     probe: np.ndarray,
     positions_m: np.ndarray,

@@ -48,19 +48,10 @@ def network_mosaic(model_dir: str, dataset: Any, *, batch_size: int = 64) -> Any
 def on_canvas(image: Any, snapshot: Any) -> np.ndarray:
     """A `ComplexImage` on the snapshot's canvas (resampled to its pixel size when needed)."""
     from ..dataset import ComplexImage
-    from ..recon.quality import reference_on_grid
+    from ..recon.quality import resampled_on_grid
 
-    if not np.isclose(snapshot.pixel_size_m, image.pixel_size_m, rtol=1e-6, atol=0):
-        from skimage.transform import rescale
-
-        factor = image.pixel_size_m / snapshot.pixel_size_m
-        array = np.asarray(image.array)
-        resampled = rescale(array.real, factor, anti_aliasing=factor < 1) + 1j * rescale(
-            array.imag, factor, anti_aliasing=factor < 1
-        )
-        image = ComplexImage(resampled, snapshot.pixel_size_m, image.origin_m)
     canvas = ComplexImage(snapshot.phase, snapshot.pixel_size_m, snapshot.origin_m)
-    return reference_on_grid(image, canvas).astype(np.complex64)
+    return resampled_on_grid(image, canvas).astype(np.complex64)
 
 
 def covered_region(snapshot: Any) -> np.ndarray:
