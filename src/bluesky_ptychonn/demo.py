@@ -32,7 +32,7 @@ import numpy as np
 
 from . import __version__
 from .model.demo_model import DemoModelRecipe, default_cache_dir, ensure_demo_model
-from .retrain.evaluate import on_canvas
+from .retrain.evaluate import covered_region, on_canvas
 
 __all__ = [
     "DemoModelRecipe",
@@ -99,7 +99,7 @@ def _mosaic_quality(snapshot: Any, sample: Any) -> dict[str, float]:
     from .metrics import phase_rms_error, phase_ssim
 
     truth = on_canvas(sample, snapshot)
-    region = snapshot.weights > 0.3 * np.percentile(snapshot.weights[snapshot.weights > 0], 90)
+    region = covered_region(snapshot)
     estimate = snapshot.complex
     rotation = np.angle(np.vdot(truth[region], estimate[region]))
     estimate = estimate * np.exp(-1j * rotation)

@@ -89,7 +89,7 @@ def train_step(
     import torch
 
     from ..model.architectures import ModelConfig
-    from ..model.checkpoint import load_model, save_model, sha256_file
+    from ..model.checkpoint import Sidecar, load_model, save_model
     from ..model.data import TrainingSet
     from ..model.preprocessing import Preprocessing
     from ..model.train import TrainingOptions, fit
@@ -159,12 +159,13 @@ def train_step(
     provenance["continual"] = {"generation": generation, "new_labels": str(new_labels)}
     check_finite_weights(result.model, f"challenger of generation {generation}")
     out = Path(out_dir)
-    version_stub = f"{result.model.config.name}-g{generation}"
     sidecar_path = save_model(result.model, out, preprocessing, training=provenance)
-    digest = sha256_file(out / "model.safetensors")
-    version = f"{version_stub}-{digest[:12]}"
-    # the version names the generation and the weights' digest
-    save_model(result.model, out, preprocessing, version=version, training=provenance)
+    sidecar = Sidecar.read(sidecar_path)
+    digest = sidecar.files["weights"]["sha256"]
+    # the version names the generation and the weights' digest (the sidecar is rewritten only)
+    version = f"{result.model.config.name}-g{generation}-{digest[:12]}"
+    sidecar.version = version
+    sidecar.write(sidecar_path)
     holdout = {"challenger": score_step(str(out), holdout_labels)}
     if incumbent_dir:
         holdout["incumbent"] = score_step(str(incumbent_dir), holdout_labels)
