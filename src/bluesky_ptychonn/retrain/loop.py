@@ -36,7 +36,7 @@ from typing import Any
 
 from .challenger import judge, scratch_preprocessing_dict, train_step
 from .executors import Executor, InlineExecutor
-from .gate import Decision, Gate, mismatch_from_dict, score_step
+from .gate import Decision, Gate, ValidatedLevel, mismatch_from_dict, score_step
 from .labels import labels_step
 from .options import LoopOptions
 from .promote import PushFailed, export_step, push, registry_write
@@ -150,7 +150,7 @@ class ContinualLoop:
         self.model_version: str | None = None
         self.model_path: str | None = None
         self.pending_push: str | None = None
-        self.reference_ssim: float | None = None  # the model in service's validated level
+        self.level = ValidatedLevel()  # the model in service's validated phase SSIM
         self.failed_challengers = 0  # in a row, since the last promotion
         self.generation = 0
         self.label_paths: list[str] = []
@@ -163,7 +163,9 @@ class ContinualLoop:
             self.model_version = saved.get("model_version")
             self.model_path = saved.get("model_path")
             self.pending_push = saved.get("pending_push")
-            self.reference_ssim = saved.get("reference_ssim")
+            self.level = ValidatedLevel.from_dict(
+                saved.get("level") or {"ssim": saved.get("reference_ssim"), "source": "holdout"}
+            )
             self.failed_challengers = int(saved.get("failed_challengers", 0))
             self.generation = int(saved.get("generation", 0))
             self.label_paths = list(saved.get("label_paths", []))
@@ -177,6 +179,11 @@ class ContinualLoop:
             self.state = "suspended"
 
     # ---- state --------------------------------------------------------------------------------
+    @property
+    def reference_ssim(self) -> float | None:
+        """The model in service's validated phase SSIM (`gate.ValidatedLevel`), None: unknown."""
+        return self.level.ssim
+
     @property
     def state_file(self) -> Path:
         return self.state_dir / "loop.json"
@@ -195,6 +202,7 @@ class ContinualLoop:
             "model_path": self.model_path,
             "pending_push": self.pending_push,
             "reference_ssim": self.reference_ssim,
+            "reference_source": self.level.source,
             "suspended_until": self.gate.suspended_until,
             "generation": self.generation,
             "scans": len(self.records),
@@ -220,6 +228,7 @@ class ContinualLoop:
             "model_path": self.model_path,
             "pending_push": self.pending_push,
             "reference_ssim": self.reference_ssim,
+            "level": self.level.to_dict(),
             "failed_challengers": self.failed_challengers,
             "generation": self.generation,
             "label_paths": self.label_paths,
@@ -346,7 +355,9 @@ class ContinualLoop:
             )
         decision: Decision = self.gate.decide(mismatch, now)
         record.decision, record.reason = decision.action, decision.reason
-        record.mismatch = None if mismatch is None else mismatch.to_dict()
+        if mismatch is not None:
+            record.mismatch = {**mismatch.to_dict(), "reference_source": self.level.source}
+        self.level.observe(decision)
         earlier = [p for p in self.label_paths if p != labels["labels_path"]]
         if labels["labels_path"] not in self.label_paths:  # a rerun after an outage
             self.label_paths.append(labels["labels_path"])
@@ -375,7 +386,7 @@ class ContinualLoop:
             limit = opts.gate.max_failed_challengers
             if self.failed_challengers >= limit:  # what the model in service does is its level
                 level = float(trained["holdout"]["incumbent"]["ssim_mean"])
-                self.reference_ssim = level
+                self.level.set(level, "incumbent holdout")
                 self.failed_challengers = 0
                 record.promotion_reason = (
                     f"{why}; after {limit} challengers that did not beat it, the model in "
@@ -398,7 +409,7 @@ class ContinualLoop:
         }
         self._register(trained["model_dir"], trained["holdout"]["challenger"], lineage)
         record.promoted = True
-        self.reference_ssim = float(trained["holdout"]["challenger"]["ssim_mean"])
+        self.level.set(float(trained["holdout"]["challenger"]["ssim_mean"]), "holdout")
         self.model_path = str(Path(exported["model_dir"]).resolve())
         self.model_version = exported["version"]
         self.pending_push = self.model_path if self.endpoint_control else None
