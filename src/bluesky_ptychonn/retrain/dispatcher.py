@@ -80,6 +80,9 @@ class RetrainDispatcher:
         min_overlap: runs whose start document declares a smaller ``overlap`` (sparse scans
             for the network alone) are recorded as refused without being read: ePIE cannot
             reconstruct them.
+        mosaic_source: ``mosaic_source(uid) -> ComplexImage | None``, the run's final live
+            mosaic (`mosaics.StitcherMosaics`, `mosaics.TiledMosaics`) to seed the labels'
+            ePIE (`options.SeedOptions`); None: never seeded.
         start: start the worker thread now.
     """
 
@@ -91,6 +94,7 @@ class RetrainDispatcher:
         retry_s: float = 2.0,
         retry_max_s: float = 60.0,
         min_overlap: float = 0.3,
+        mosaic_source: Callable[[str], Any] | None = None,
         start: bool = True,
     ):
         self.loop = loop
@@ -98,6 +102,7 @@ class RetrainDispatcher:
         self.retry_s = float(retry_s)
         self.retry_max_s = float(retry_max_s)
         self.min_overlap = float(min_overlap)
+        self.mosaic_source = mosaic_source
         self.queue_file = loop.state_dir / "queue.json"
         self.scans_dir = loop.state_dir / "scans"
         self.scans_dir.mkdir(parents=True, exist_ok=True)
@@ -253,7 +258,40 @@ class RetrainDispatcher:
                 self.source(uid, path)
             except (ValueError, KeyError) as error:  # not a usable scan: say so in a record
                 return self.loop.refuse(uid, uid, error)
-        return self.loop.process_scan(path, uid)
+        return self.loop.process_scan(path, uid, initial_object_path=self._live_mosaic(uid))
+
+    def _live_mosaic(self, uid: str) -> Path | None:
+        """The run's live mosaic as a CXI reconstruction file for the loop, or None."""
+        if self.mosaic_source is None or not self.loop.options.seed.live_mosaic:
+            return None
+        path = self.scans_dir / f"{uid}-mosaic.cxi"
+        if path.is_file():
+            return path
+        try:
+            image = self.mosaic_source(uid)
+        except Exception:  # a seed is an optimisation: the labels start from scratch
+            log.exception("run %s: the live mosaic could not be read", uid)
+            return None
+        if image is None:
+            return None
+        return write_seed(path, image, uid)
+
+
+def write_seed(path: Path, image: Any, uid: str) -> Path:
+    """Write a live-mosaic seed (`ComplexImage`) as a CXI reconstruction file (atomically)."""
+    import h5py
+
+    from ..dataset import Reconstruction
+    from ..storage.cxi import write_reconstruction
+
+    tmp = path.with_suffix(".tmp")
+    with h5py.File(tmp, "w") as f:
+        f.create_group("entry_1")
+    write_reconstruction(
+        tmp, Reconstruction(image, algorithm="live-mosaic", settings={"scan_uid": uid})
+    )
+    tmp.replace(path)
+    return path
 
 
 def dispatcher_from_config(
@@ -262,6 +300,7 @@ def dispatcher_from_config(
     tiled_client: Any,
     endpoint_control_address: str | None,
     model_dir: str | None,
+    stitcher: Any = None,
 ) -> RetrainDispatcher:
     """The dispatcher a beamline session configures (its ``[continual]`` TOML table).
 
@@ -269,7 +308,9 @@ def dispatcher_from_config(
     `cluster.ClusterConfig` table; default a one-worker local cluster; ``{kind = "inline"}``
     runs the steps in this process), ``tiled_api_key`` / ``tiled_uri`` (the writer; default the
     session's client), and the `LoopOptions` tables ``gate``, ``train``, ``promote``, ``recon``.
-    ``enabled`` is the session's switch and is ignored here.
+    ``enabled`` is the session's switch and is ignored here. The labels' ePIE is seeded with
+    the run's live mosaic from ``stitcher`` (the session's `LiveStitcher`) when given, else from
+    Tiled (``[continual.seed] live_mosaic = false`` turns it off).
     """
     from .executors import DaskExecutor, InlineExecutor
     from .options import LoopOptions
@@ -299,4 +340,11 @@ def dispatcher_from_config(
         writer=writer,
         endpoint_control=endpoint_control_address,
     )
-    return RetrainDispatcher(loop, TiledRunSource(tiled_client))
+    from .mosaics import StitcherMosaics, TiledMosaics
+
+    mosaic_source = None
+    if stitcher is not None:
+        mosaic_source = StitcherMosaics(stitcher)
+    elif tiled_client is not None:
+        mosaic_source = TiledMosaics(tiled_client)
+    return RetrainDispatcher(loop, TiledRunSource(tiled_client), mosaic_source=mosaic_source)

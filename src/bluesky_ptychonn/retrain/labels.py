@@ -152,6 +152,60 @@ def _assessment(
     ).to_dict()
 
 
+SEED_MIN_OVERLAP = 0.5
+"""Smallest fraction of the scanned area a live mosaic must cover to seed the labels' ePIE."""
+
+
+def seed_from_mosaic(mosaic: Any, dataset: Any, options: Any) -> tuple[Any, str]:
+    """The live mosaic (`ComplexImage`) on the ePIE object grid of ``dataset``, and a note.
+
+    The mosaic is resampled to the data's object pixel size (a cropping network's patches
+    are coarser: linear on the real and imaginary parts, the pixel centres kept in place) and
+    laid on the grid ePIE builds from the positions (`recon.prepare.object_grid`); pixels the
+    mosaic does not cover are free space (1). Returns ``(None, why)`` when the mosaic covers
+    less than `SEED_MIN_OVERLAP` of the scanned positions (another region) or holds no finite
+    value: the labels are then reconstructed from scratch.
+    """
+    from ..dataset import ComplexImage
+    from ..recon.prepare import object_grid
+    from ..recon.quality import reference_on_grid
+
+    array = np.asarray(mosaic.array)
+    if array.ndim != 2 or not np.all(np.isfinite(array)):
+        return None, "live mosaic ignored: not a finite 2-D image"
+    inside = mosaic.grid.to_pixels(np.asarray(dataset.positions_m))
+    covered = np.mean(
+        (inside[:, 0] >= 0)
+        & (inside[:, 1] >= 0)
+        & (inside[:, 0] <= array.shape[0] - 1)
+        & (inside[:, 1] <= array.shape[1] - 1)
+    )
+    if covered < SEED_MIN_OVERLAP:
+        return None, (
+            f"live mosaic ignored: it covers {covered:.0%} of the scan's positions "
+            f"(< {SEED_MIN_OVERLAP:.0%}); another region?"
+        )
+    pixel = float(dataset.object_pixel_size_m)
+    if not np.isclose(mosaic.pixel_size_m, pixel, rtol=1e-6, atol=0.0):
+        from skimage.transform import rescale
+
+        factor = mosaic.pixel_size_m / pixel
+        fine = rescale(array.real, factor, order=1) + 1j * rescale(array.imag, factor, order=1)
+        # pixel [0, 0] of the fine image starts where the coarse one starts
+        shift = (pixel - mosaic.pixel_size_m) / 2
+        origin = (mosaic.origin_m[0] + shift, mosaic.origin_m[1] + shift)
+        mosaic = ComplexImage(fine, pixel, origin)
+    grid = object_grid(
+        dataset.positions_m, pixel, dataset.pattern_shape, int(options.object.margin_px)
+    )
+    like = ComplexImage(np.ones(grid.shape, dtype=np.complex64), pixel, grid.origin_m)
+    seeded = reference_on_grid(mosaic, like).astype(np.complex64)
+    return ComplexImage(seeded, pixel, grid.origin_m), (
+        f"seeded by the live mosaic ({covered:.0%} of positions covered, "
+        f"{mosaic.pixel_size_m * 1e9:.3g} nm pixels on the data's)"
+    )
+
+
 def labels_step(
     scan_path: str,
     out_stem: str,
@@ -163,6 +217,7 @@ def labels_step(
     scan_uid: str,
     quality: dict[str, Any] | None = None,
     initial_object_path: str | None = None,
+    seeded_iterations: int | None = None,
 ) -> dict[str, Any]:
     """Reconstruct one scan and write its labels (see the module docstring); worker side.
 
@@ -175,7 +230,10 @@ def labels_step(
         scan_uid: the run's uid (lineage).
         quality: `recon.assessment.AssessmentThresholds` fields plus ``half_scan`` (bool): the
             check a reconstruction must pass to give labels.
-        initial_object_path: a CXI file whose reconstruction (the live mosaic) seeds ePIE.
+        initial_object_path: a CXI file whose reconstruction (the live mosaic) seeds ePIE
+            (`seed_from_mosaic`); a seed that does not overlap the scan is ignored and the
+            lineage says why.
+        seeded_iterations: ePIE iterations when seeded (None: ``recon``'s).
 
     Raises:
         LabelsRefused: no positions, a diverged reconstruction, patterns of another size than
@@ -198,9 +256,13 @@ def labels_step(
         )
     options = options_from_dict(dict(recon))
     options.validate()
-    initial_object = None
+    initial_object, seed_note = None, None
     if initial_object_path:
-        initial_object = read_reconstruction(initial_object_path).object
+        initial_object, seed_note = seed_from_mosaic(
+            read_reconstruction(initial_object_path).object, dataset, options
+        )
+        if initial_object is not None and seeded_iterations:
+            options.iterations = int(seeded_iterations)
     try:
         reconstruction = reconstruct(dataset, options, initial_object=initial_object)
     except (FloatingPointError, RuntimeError) as error:
@@ -221,7 +283,8 @@ def labels_step(
             "settings": reconstruction.settings,
             "health": health,
             "assessment": assessment,
-            "seeded_by_mosaic": initial_object_path is not None,
+            "seeded_by_mosaic": initial_object is not None,
+            "seed": seed_note,
         },
         "labels": training_set.metadata,
         "preprocessing": prep.to_dict(),

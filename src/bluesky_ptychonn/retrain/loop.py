@@ -335,7 +335,10 @@ class ContinualLoop:
             seed=opts.train.seed + len(self.label_paths),
             scan_uid=uid,
             quality=opts.quality,
-            initial_object_path=str(initial_object_path) if initial_object_path else None,
+            initial_object_path=(
+                str(initial_object_path) if initial_object_path and opts.seed.live_mosaic else None
+            ),
+            seeded_iterations=opts.seed.iterations,
         )
         record.labels = {k: v for k, v in labels.items() if k != "lineage"}
         self._write_labels(labels)

@@ -146,6 +146,26 @@ class PromoteOptions:
 
 
 @dataclass
+class SeedOptions:
+    """Starting the labels' ePIE from the run's live mosaic (the network's stitched image).
+
+    Attributes:
+        live_mosaic: seed ePIE with the run's final live mosaic when one exists (resampled to
+            the data's object pixel size; areas the network did not see start neutral).
+        iterations: ePIE iterations of a seeded reconstruction (None: ``recon``'s). A seed
+            close to the answer needs fewer (the paper's review: network + 10 iterations
+            near 200 from scratch; `bench continual` measures the loop's figure).
+    """
+
+    live_mosaic: bool = True
+    iterations: int | None = None
+
+    def validate(self) -> None:
+        if self.iterations is not None and int(self.iterations) < 1:
+            raise ValueError(f"seed.iterations must be >= 1 or None, got {self.iterations!r}")
+
+
+@dataclass
 class LoopOptions:
     """Everything the loop needs; `from_mapping` reads a TOML table / JSON object.
 
@@ -157,6 +177,7 @@ class LoopOptions:
             ``max_error_trend``, ``max_resolution_px``, ``frc_threshold``) and ``half_scan``
             (also reconstruct the two half scans and judge their FRC resolution: about one
             more reconstruction). Default `QUALITY_DEFAULTS`: the data error and its trend.
+        seed: seeding the labels' ePIE with the live mosaic (`SeedOptions`).
         step_retries: reruns of a step that raised (a diverged ePIE diverges again: 0). A step
             whose worker died is rerun by the scheduler regardless.
     """
@@ -166,11 +187,13 @@ class LoopOptions:
     promote: PromoteOptions = field(default_factory=PromoteOptions)
     recon: dict[str, Any] = field(default_factory=lambda: dict(RECON_DEFAULTS))
     quality: dict[str, Any] = field(default_factory=lambda: dict(QUALITY_DEFAULTS))
+    seed: SeedOptions = field(default_factory=SeedOptions)
     step_retries: int = 0
 
     def validate(self) -> None:
         self.gate.validate()
         self.train.validate()
+        self.seed.validate()
         if self.step_retries < 0:
             raise ValueError(f"step_retries must be >= 0, got {self.step_retries!r}")
 
@@ -186,7 +209,12 @@ class LoopOptions:
         if unknown:
             raise ValueError(f"unknown continual-learning options {sorted(unknown)}")
         kwargs: dict[str, Any] = {}
-        nested = {"gate": GateOptions, "train": TrainOptions, "promote": PromoteOptions}
+        nested = {
+            "gate": GateOptions,
+            "train": TrainOptions,
+            "promote": PromoteOptions,
+            "seed": SeedOptions,
+        }
         for name, sub in nested.items():
             if name in table:
                 kwargs[name] = _dataclass_from(sub, table.pop(name), name)

@@ -256,6 +256,7 @@ class Session:
                     None if self.endpoint is None else self.endpoint.control_address
                 ),
                 model_dir=None if self.model_dir is None else str(self.model_dir),
+                stitcher=self.graph.stitcher,  # None with the callbacks in another process
             )
             self._subscribe(self.dispatcher)
             from ..retrain.status import status_device
