@@ -91,7 +91,13 @@ def _int8_for(
 ) -> Path:
     import onnxruntime as ort
 
-    from .quantize import calibration_inputs, quantize_onnx
+    from .quantize import calibration_inputs, quantize_onnx, shipped_int8
+
+    if calibration is None:
+        shipped = shipped_int8(files, onnx_path, float_before_output, float_input)
+        if shipped is not None:
+            log.info("int8 graph shipped with the model: %s", shipped.name)
+            return shipped
 
     tag = "custom" if calibration is not None else "sim"
     name = f"{sha256_file(onnx_path)[:24]}-ort{slug(ort.__version__)}-{tag}-f{float_before_output}"

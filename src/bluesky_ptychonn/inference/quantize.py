@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.checkpoint import Sidecar
+from ..model.checkpoint import ModelFiles, Sidecar
 from ..model.data import simulate_training_set
 from .engine import BackendUnavailable
 
@@ -209,3 +209,83 @@ def quantize_onnx(
         partial.replace(out)
     log.info("quantised %s -> %s (%d nodes kept in float)", fp32_onnx.name, out, len(keep))
     return out
+
+
+INT8_ROLE = "onnx-int8"
+"""Sidecar role of an int8 graph shipped with a model (made at promotion, `attach_int8`)."""
+
+
+def attach_int8(
+    model_dir: str | os.PathLike[str],
+    calibration_frames: np.ndarray,
+    *,
+    float_convs_before_output: int = 0,
+    float_input_convs: int = 3,
+    calibration_note: str = "",
+) -> Path:
+    """Quantise a model's ONNX graph on measured frames and ship it in the model's folder.
+
+    The continual-learning loop calls this when it promotes a model to an endpoint that runs
+    int8: the endpoint then loads the shipped graph (`shipped_int8`) instead of quantising on
+    simulated patterns during the hot swap, and the calibration is the beamline's own data.
+
+    Args:
+        model_dir: a model folder (or sidecar) with a verified ``onnx`` file.
+        calibration_frames: (N, h, w) detector frames (counts), prepared with the model's own
+            preprocessing before calibration.
+        float_convs_before_output, float_input_convs: as `quantize_onnx` (the defaults are
+            `inference.load_engine`'s, so the endpoint's default int8 engine uses the graph).
+        calibration_note: where the frames came from (recorded in the sidecar).
+
+    Returns:
+        The int8 graph, registered in the sidecar as role `INT8_ROLE` with its sha256, the
+        sha256 of the fp32 graph it was made from and the float settings.
+    """
+    from ..model.checkpoint import resolve, sha256_file
+
+    files = resolve(model_dir)
+    onnx_path = files.verified("onnx")
+    frames = np.asarray(calibration_frames)
+    if frames.ndim != 3 or frames.shape[0] < 1:
+        raise ValueError(f"calibration frames must be (N, h, w), got {frames.shape}")
+    inputs = files.sidecar.preprocessing.apply(frames)
+    out = onnx_path.with_name(onnx_path.stem + ".int8.onnx")
+    quantize_onnx(
+        onnx_path,
+        out,
+        inputs,
+        float_convs_before_output=float_convs_before_output,
+        float_input_convs=float_input_convs,
+    )
+    sidecar = Sidecar.read(files.sidecar_path)
+    sidecar.files[INT8_ROLE] = {
+        "path": out.name,
+        "sha256": sha256_file(out),
+        "format": "onnx",
+        "quantised_from": sha256_file(onnx_path),
+        "float_convs_before_output": str(int(float_convs_before_output)),
+        "float_input_convs": str(int(float_input_convs)),
+        "calibration": calibration_note or f"{frames.shape[0]} measured frames",
+    }
+    sidecar.write(files.sidecar_path)
+    return out
+
+
+def shipped_int8(
+    files: ModelFiles, onnx_path: Path, float_convs_before_output: int, float_input_convs: int
+) -> Path | None:
+    """The model's shipped int8 graph when it was made from ``onnx_path`` with these float
+    settings (sha256 verified), else None (the caller quantises on simulated patterns)."""
+    from ..model.checkpoint import sha256_file
+
+    entry = files.sidecar.files.get(INT8_ROLE)
+    if not entry:
+        return None
+    if (
+        entry.get("quantised_from") != sha256_file(onnx_path)
+        or entry.get("float_convs_before_output") != str(int(float_convs_before_output))
+        or entry.get("float_input_convs") != str(int(float_input_convs))
+    ):
+        log.info("the shipped int8 graph does not match the engine's settings: quantising anew")
+        return None
+    return files.verified(INT8_ROLE)

@@ -399,7 +399,13 @@ class ContinualLoop:
         self.failed_challengers = 0
         self._set_state("pushing")
         exported = self._step(
-            record, "export", export_step, trained["model_dir"], onnx=opts.promote.onnx
+            record,
+            "export",
+            export_step,
+            trained["model_dir"],
+            onnx=opts.promote.onnx,
+            int8=opts.promote.int8,
+            calibration_label_paths=list(self.label_paths[-4:]),
         )
         lineage = {
             "parent_version": self.model_version,

@@ -133,6 +133,9 @@ class PromoteOptions:
 
     Attributes:
         onnx: also export ONNX (what the endpoint's ONNX Runtime / TensorRT engines load).
+        int8: also ship an int8 graph calibrated on the scans' measured frames (set it when
+            the endpoint runs int8: it then loads that graph at the hot swap instead of
+            quantising on simulated patterns while the scan streams).
         push_attempts: attempts at the endpoint's hot swap before the push is left pending
             (retried at the next scan); the model stays registered either way.
         push_retry_s: first wait between attempts (doubles each time), s.
@@ -140,6 +143,7 @@ class PromoteOptions:
     """
 
     onnx: bool = True
+    int8: bool = False
     push_attempts: int = 3
     push_retry_s: float = 0.5
     push_timeout_s: float = 120.0

@@ -22,23 +22,61 @@ from .options import PromoteOptions
 log = logging.getLogger(__name__)
 
 
-def export_step(model_dir: str, *, onnx: bool = True) -> dict[str, Any]:
-    """Verify a trained model folder and export ONNX beside it; worker side (torch)."""
+INT8_CALIBRATION_FRAMES = 96
+"""Measured frames (drawn evenly from the label sets' trainable parts) that calibrate int8."""
+
+
+def export_step(
+    model_dir: str,
+    *,
+    onnx: bool = True,
+    int8: bool = False,
+    calibration_label_paths: list[str] | None = None,
+) -> dict[str, Any]:
+    """Verify a trained model folder and export ONNX beside it; worker side (torch).
+
+    With ``int8`` (the endpoint runs int8) the ONNX graph is also quantised, calibrated on
+    measured frames of ``calibration_label_paths`` (`inference.quantize.attach_int8`), and
+    shipped in the folder: the endpoint loads it at the hot swap instead of quantising there.
+    """
     from ..model.checkpoint import load_model, resolve
     from .gate import check_finite_weights
 
     model, sidecar = load_model(model_dir)  # sha256 checked
     check_finite_weights(model, sidecar.version)
     out: dict[str, Any] = {"version": sidecar.version, "model_dir": str(model_dir)}
-    if onnx:
+    if onnx or int8:
         from ..model.export import export_onnx
 
         out["onnx"] = str(
             export_onnx(Path(model_dir) / "model.safetensors", Path(model_dir) / "model.onnx")
         )
+    if int8:
+        from ..inference.quantize import attach_int8
+
+        frames, note = _calibration_frames(calibration_label_paths or [])
+        out["int8"] = str(attach_int8(model_dir, frames, calibration_note=note))
     files = resolve(model_dir)
     out["files"] = {role: entry["sha256"] for role, entry in files.sidecar.files.items()}
     return out
+
+
+def _calibration_frames(label_paths: list[str]) -> tuple[Any, str]:
+    import numpy as np
+
+    from .labels import LabelSet
+
+    if not label_paths:
+        raise ValueError("int8 export needs measured frames: no label set given")
+    per_set = max(1, INT8_CALIBRATION_FRAMES // len(label_paths))
+    parts = []
+    for path in label_paths:
+        frames, _ = LabelSet.load(path).part(holdout=False)
+        pick = np.linspace(0, frames.shape[0] - 1, min(per_set, frames.shape[0])).astype(int)
+        parts.append(frames[pick])
+    frames = np.concatenate(parts)
+    names = ", ".join(Path(p).stem for p in label_paths)
+    return frames, f"{frames.shape[0]} measured frames of {names}"
 
 
 def registry_write(

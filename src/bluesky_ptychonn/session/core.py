@@ -249,8 +249,11 @@ class Session:
         if config.continual_enabled:
             from ..retrain.dispatcher import dispatcher_from_config
 
+            table = dict(config.continual)
+            if config.endpoint.precision == "int8":  # ship int8 graphs calibrated on scans
+                table["promote"] = {"int8": True, **dict(table.get("promote", {}))}
             self.dispatcher = dispatcher_from_config(
-                config.continual,
+                table,
                 tiled_client=self.tiled_client,
                 endpoint_control_address=(
                     None if self.endpoint is None else self.endpoint.control_address
