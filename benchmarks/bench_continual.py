@@ -77,8 +77,11 @@ def loop_epie(loop: Any, path: Path, dataset: Any, iterations: int) -> tuple[Any
     return epie_object(dataset, iterations)
 
 
-def score_live_image(model_dir: str, dataset: Any, epie: Any) -> dict[str, Any]:
-    """The model's stitched image of a scan against the truth and ePIE, and ePIE's own error."""
+def score_live_image(
+    model_dir: str, dataset: Any, epie: Any, snapshot: Any = None
+) -> dict[str, Any]:
+    """The model's stitched image of a scan against the truth and ePIE, and ePIE's own error
+    (``snapshot``: that image when already made)."""
     from bluesky_ptychonn.retrain.evaluate import (
         covered_region,
         network_mosaic,
@@ -86,7 +89,8 @@ def score_live_image(model_dir: str, dataset: Any, epie: Any) -> dict[str, Any]:
         score_image,
     )
 
-    snapshot = network_mosaic(model_dir, dataset)
+    if snapshot is None:
+        snapshot = network_mosaic(model_dir, dataset)
     region = covered_region(snapshot)
     truth = on_canvas(dataset.ground_truth, snapshot)
     epie_on = on_canvas(epie, snapshot)
@@ -102,6 +106,27 @@ def score_live_image(model_dir: str, dataset: Any, epie: Any) -> dict[str, Any]:
         "region_pixels": int(region.sum()),
         "mosaic_pixel_size_m": float(snapshot.pixel_size_m),
     }
+
+
+def network_mosaic(model_dir: str, dataset: Any) -> Any:
+    from bluesky_ptychonn.retrain.evaluate import network_mosaic as mosaic_of
+
+    return mosaic_of(model_dir, dataset)
+
+
+def live_mosaic_seed(snapshot: Any, work: Path, name: str) -> Path:
+    """The live image written as the seed file the dispatcher hands the loop."""
+    from bluesky_ptychonn.retrain.dispatcher import write_seed
+    from bluesky_ptychonn.retrain.mosaics import seed_image
+
+    image = seed_image(
+        snapshot.phase,
+        snapshot.amplitude,
+        snapshot.weights,
+        snapshot.pixel_size_m,
+        snapshot.origin_m,
+    )
+    return write_seed(work / "scans" / f"{name}-mosaic.cxi", image, name)
 
 
 def initial_model(args: argparse.Namespace) -> Path:
@@ -160,6 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--overlap", type=float, default=0.6, help="spiral overlap (0.6)")
     parser.add_argument("--iterations", type=int, default=100, help="ePIE iterations (100)")
+    parser.add_argument(
+        "--seeded-iterations",
+        type=int,
+        default=None,
+        help="ePIE iterations when seeded by the live image (default: the loop's)",
+    )
+    parser.add_argument(
+        "--no-seed", action="store_true", help="do not seed ePIE with the live image"
+    )
     parser.add_argument("--epochs", type=int, default=50, help="fine-tuning epochs (50)")
     parser.add_argument("--tolerance", type=float, default=0.10, help="gate tolerance (0.10)")
     parser.add_argument("--pass-patterns", type=int, default=500, help="timed pass size (500)")
@@ -206,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             "gate": {"tolerance_ssim": args.tolerance, "recheck_interval_s": 0.0},
             "train": {"epochs": args.epochs, "threads": args.threads},
             "recon": {"iterations": args.iterations},
+            "seed": {"live_mosaic": not args.no_seed, "iterations": args.seeded_iterations},
         }
     )
     executor = DaskExecutor({"kind": "local", "n_workers": 1, "threads_per_worker": 1})
@@ -214,9 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for i, (path, dataset) in enumerate(scans):
             serving = loop.model_path  # the model whose live image this scan would show
-            record = loop.process_scan(path, path.stem)
+            snapshot = network_mosaic(serving, dataset)  # the scan's live image
+            seed = None if args.no_seed else live_mosaic_seed(snapshot, work, path.stem)
+            record = loop.process_scan(path, path.stem, initial_object_path=seed)
             epie, epie_s = loop_epie(loop, path, dataset, args.iterations)
-            live = score_live_image(serving, dataset, epie)
+            live = score_live_image(serving, dataset, epie, snapshot)
             phase = "adapt" if i < args.adapt_scans else "steady"
             entry = {
                 "kind": "scan",
@@ -234,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                 "promotion_reason": record.promotion_reason,
                 "model_version_after": record.model_version,
                 "steps_s": record.steps,
+                "labels": record.labels,
+                "seeded_by_live_mosaic": seed is not None,
                 "seconds": record.seconds,
                 "error": record.error,
             }
@@ -363,13 +402,21 @@ def timed_pass(args: argparse.Namespace, work: Path, loop: Any, model: Path) -> 
             "gate": {"tolerance_ssim": 1e-6, "recheck_interval_s": 0.0},  # always fine-tune
             "train": {"epochs": args.epochs, "threads": args.threads},
             "recon": {"iterations": args.iterations},
+            "seed": {"live_mosaic": not args.no_seed, "iterations": args.seeded_iterations},
         }
     )
+    seed = None
+    if not args.no_seed:  # the scan's live image, as the session's stitcher hands it over
+        seed = live_mosaic_seed(network_mosaic(str(serving), dataset), work, "pass")
     executor = DaskExecutor({"kind": "local", "n_workers": 1, "threads_per_worker": 1})
     pass_loop = ContinualLoop(work / "pass-state", options, executor=executor, model_dir=serving)
     executor.handle  # noqa: B018  (start the cluster before the clock)
     result: dict[str, Any] = {}
-    runner = threading.Thread(target=lambda: result.setdefault("r", pass_loop.process_scan(path)))
+    runner = threading.Thread(
+        target=lambda: result.setdefault(
+            "r", pass_loop.process_scan(path, initial_object_path=seed)
+        )
+    )
     started = time.perf_counter()
     runner.start()
     rates = []
