@@ -129,6 +129,68 @@ def live_mosaic_seed(snapshot: Any, work: Path, name: str) -> Path:
     return write_seed(work / "scans" / f"{name}-mosaic.cxi", image, name)
 
 
+def ceiling_rows(dataset: Any, model: Path, epie: Any) -> list[dict[str, Any]]:
+    """The best live image a network with a given input can give: the truth cut into labels at
+    every position on that network's label grid, stitched exactly as the live image is, and
+    scored against the truth (as `score_live_image` scores a network's), beside ePIE's image
+    (``epie``) and the model's own live image on the same canvas."""
+    import types
+
+    from bluesky_ptychonn.model.checkpoint import load_model
+    from bluesky_ptychonn.model.data import label_weights, training_set_from_reconstruction
+    from bluesky_ptychonn.model.preprocessing import Preprocessing
+    from bluesky_ptychonn.retrain.evaluate import covered_region, on_canvas, score_image
+    from bluesky_ptychonn.stitch.mosaic import Mosaic
+
+    side = dataset.pattern_shape[0]
+    _, sidecar = load_model(model)
+    inputs = [(sidecar.preprocessing.input_shape[0], sidecar.preprocessing.reduce, "the model's")]
+    inputs += [(side // 2, "bin", ""), (side, "crop", "")]
+    truth_recon = types.SimpleNamespace(
+        object=dataset.ground_truth, positions_m=None, probe=dataset.probe, algorithm="truth"
+    )
+    rows = []
+    for px, reduce, note in inputs:
+        prep = Preprocessing(input_shape=(px, px), frame_shape=(side, side), reduce=reduce)
+        labels = training_set_from_reconstruction(
+            truth_recon, dataset, prep, normalise_amplitude=False
+        ).labels
+        pixel = float(prep.object_patch_geometry(dataset.object_pixel_size_m)[0])
+        mosaic = Mosaic.covering(
+            dataset.positions_m,
+            pixel,
+            label_weights(dataset.probe, prep),
+            align_phase=True,
+            keep_patches_bytes=1 << 30,
+        )
+        mosaic.add(labels[:, 0], labels[:, 1], dataset.positions_m)
+        mosaic.synchronise()
+        snap = mosaic.snapshot(model_version="truth-labels")
+        truth, region = on_canvas(dataset.ground_truth, snap), covered_region(snap)
+        ceiling = score_image(snap.complex, truth, region)
+        reference = score_image(on_canvas(epie, snap), truth, region)
+        rows.append(
+            {
+                "kind": "ceiling",
+                "input_px": px,
+                "reduce": reduce,
+                "mosaic_pixel_size_m": pixel,
+                "note": note,
+                "truth_labels_stitched_vs_truth": ceiling,
+                "epie_vs_truth": reference,
+                "best_phase_rms_ratio_over_epie": ceiling["phase_rms_rad"]
+                / max(reference["phase_rms_rad"], 1e-12),
+            }
+        )
+        if note:
+            live = network_mosaic(str(model), dataset)
+            rows[-1]["model_live_image_vs_truth"] = score_image(
+                live.complex, on_canvas(dataset.ground_truth, live), covered_region(live)
+            )
+        print(f"ceiling: {rows[-1]}", flush=True)
+    return rows
+
+
 def seeding_study(args: argparse.Namespace, work: Path, model: Path) -> list[dict[str, Any]]:
     """ePIE of one new-kind scan seeded by the live image against ePIE from scratch, at the
     same iteration counts: phase RMS and SSIM against the truth over the scan's core, the data
@@ -175,7 +237,7 @@ def seeding_study(args: argparse.Namespace, work: Path, model: Path) -> list[dic
                 }
             )
             print(f"seeding: {rows[-1]}", flush=True)
-    return rows
+    return rows + ceiling_rows(dataset, model, result.object)  # the longest unseeded ePIE
 
 
 def initial_model(args: argparse.Namespace) -> Path:
