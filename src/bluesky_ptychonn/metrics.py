@@ -755,9 +755,7 @@ def fourier_ring_correlation(
 # --------------------------------------------------------------------------------------------
 
 
-def region_frc(
-    estimate: np.ndarray, reference: np.ndarray, region: np.ndarray
-) -> FRCResult | None:
+def region_frc(estimate: np.ndarray, reference: np.ndarray, region: np.ndarray) -> FRCResult | None:
     """The FRC of two aligned images over a region: on its bounding box, each image's mean
     over the region removed and the pixels outside it set to zero (so that unscanned pixels
     inside the box add nothing). None when the box is too small for an FRC."""

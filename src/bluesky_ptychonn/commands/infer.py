@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     plot_reconstruction(
         reconstruction,
         png,
-        title=f"{source.name}: network image ({result.model_version}, weight {result.weight_source})",
+        title=f"{source.name}: network image ({result.model_version}, "
+        f"weight {result.weight_source})",
         crop_threshold=None,
     )
     snapshot = result.snapshot

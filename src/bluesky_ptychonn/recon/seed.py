@@ -129,20 +129,30 @@ def initial_object_from_mosaic(
         what = "the scan positions"
     at = np.round(source.to_pixels(region_m)).astype(np.int64)
     inside = (
-        (at[:, 0] >= 0) & (at[:, 0] < mosaic.shape[0]) & (at[:, 1] >= 0) & (at[:, 1] < mosaic.shape[1])
+        (at[:, 0] >= 0)
+        & (at[:, 0] < mosaic.shape[0])
+        & (at[:, 1] >= 0)
+        & (at[:, 1] < mosaic.shape[1])
     )
     covered = np.zeros(len(at), dtype=bool)
     covered[inside] = measured[at[inside, 0], at[inside, 1]]
     fraction = float(covered.mean())
     if fraction < min_overlap:
-        lo_s, hi_s = source.to_metres(np.array([[0, 0], [mosaic.shape[0] - 1, mosaic.shape[1] - 1]]))
+        lo_s, hi_s = source.to_metres(
+            np.array([[0, 0], [mosaic.shape[0] - 1, mosaic.shape[1] - 1]])
+        )
         lo_t, hi_t = region_m.min(axis=0), region_m.max(axis=0)
+
+        def span(lo: np.ndarray, hi: np.ndarray) -> str:
+            return (
+                f"y {lo[0] * 1e6:.2f}..{hi[0] * 1e6:.2f} um, "
+                f"x {lo[1] * 1e6:.2f}..{hi[1] * 1e6:.2f} um"
+            )
+
         raise ValueError(
             f"the initial object covers {100 * fraction:.0f} % of {what} (at least "
-            f"{100 * min_overlap:.0f} % needed): it spans y {lo_s[0] * 1e6:.2f}..{hi_s[0] * 1e6:.2f} "
-            f"um, x {lo_s[1] * 1e6:.2f}..{hi_s[1] * 1e6:.2f} um, the scan y "
-            f"{lo_t[0] * 1e6:.2f}..{hi_t[0] * 1e6:.2f} um, x {lo_t[1] * 1e6:.2f}..{hi_t[1] * 1e6:.2f}"
-            " um; is it from another scan region?"
+            f"{100 * min_overlap:.0f} % needed): it spans {span(lo_s, hi_s)}, the scan "
+            f"{span(lo_t, hi_t)}; is it from another scan region?"
         )
 
     # target pixel centres in mosaic pixel coordinates
