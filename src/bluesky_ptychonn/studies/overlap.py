@@ -5,11 +5,17 @@ network keeps over 80 % with no overlap at all; for 80 % (90 %) accuracy the net
 2.5x (5x) larger step. Here: jittered raster scans of the demo's letters over one square at
 overlap ratios from 0.88 down to below 0 (1 - step / beam size; negative: gaps between the
 beams), each reconstructed by ePIE from free space and imaged by the model (stitched with the
-probe's weight, resampled onto ePIE's grid). Every image is scored over the same fixed square
-(the scanned square less half a beam on each side: unmeasured gaps count) against the ground
-truth and against ePIE of the 0.88 scan (the paper's reference). "Accuracy" is the phase SSIM
-as Wang et al. (2004) define it (the paper cites it); the JSON also holds phase RMS, NRMSE and
-FRC resolution of every image.
+probe's weight). The question is how much overlap each method needs, not how fine its pixels
+are, so every image is scored at the network's pixel size (the demo model's are 4x ePIE's): the
+ePIE object, the reference and the truth are resampled onto the mosaic's canvas
+(`recon.quality.resampled_on_grid`, as the demo scores its mosaics), and compared over the same
+fixed square (the scanned square less half a beam on each side: unmeasured gaps count) against
+the ground truth and against ePIE of the 0.88 scan (the paper's reference). The same scores on
+ePIE's own (finer) grid, the mosaic resampled there as it is to seed ePIE
+(`recon.seed.seed_object`), are kept under ``fine_vs_truth`` and ``fine_vs_epie_reference``:
+there the network's coarser pixels cost it most of its accuracy at every overlap. "Accuracy"
+is the phase SSIM as Wang et al. (2004) define it (the paper cites it); the JSON also holds
+phase RMS, NRMSE and FRC resolution of every image.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import numpy as np
 
 from ..dataset import ComplexImage
 from ..metrics import compare
-from ..recon.quality import reference_on_grid
+from ..recon.quality import reference_on_grid, resampled_on_grid
 from .common import PAPER, Scene, Stopwatch, raster_scan, study_model
 
 log = logging.getLogger(__name__)
@@ -35,7 +41,7 @@ ACCURACY = "phase_ssim_gaussian"
 class OverlapOptions:
     """Settings of the ``overlap`` study (``quick``: the small version of the tests)."""
 
-    extent_m: float = 1.2e-6
+    extent_m: float = 1.6e-6
     overlaps: tuple[float, ...] = (0.88, 0.8, 0.7, 0.6, 0.5, 0.4, 0.2, 0.0, -0.25, -0.5)
     epie_iterations: int = 100
     batch_size: int = 32
@@ -44,7 +50,7 @@ class OverlapOptions:
     @classmethod
     def quick(cls) -> OverlapOptions:
         return cls(
-            extent_m=0.8e-6,
+            extent_m=1.0e-6,
             overlaps=(0.8, 0.4, 0.0),
             epie_iterations=30,
             scene=Scene(field_of_view_m=2.0e-6),
@@ -98,17 +104,26 @@ def run_overlap(
         dataset = raster_scan(beamline, options.extent_m, overlap)
         log.info("overlap %.2f: %d patterns", overlap, dataset.n_patterns)
         with Stopwatch() as t_net:
-            net = network_image(model_dir, dataset)
-            network = seed_object(dataset, net.image, min_overlap=0.05)
+            network = network_image(model_dir, dataset).image
         with Stopwatch() as t_epie:
-            epie = reconstruct(dataset, replace(epie_options)).object
+            epie_fine = reconstruct(dataset, replace(epie_options)).object
         if reference_epie is None:
-            reference_epie = epie  # the highest overlap: the paper's reference (0.88)
-        for method, image, seconds in (("network", network, t_net.seconds),
-                                       ("epie", epie, t_epie.seconds)):  # fmt: skip
-            region = _region(image, options.extent_m, beam)
-            truth = reference_on_grid(dataset.ground_truth, image)
-            ref = reference_on_grid(reference_epie, image)
+            reference_epie = epie_fine  # the highest overlap: the paper's reference (0.88)
+        canvas = network
+        epie = ComplexImage(
+            resampled_on_grid(epie_fine, canvas), canvas.pixel_size_m, canvas.origin_m
+        )
+        region = _region(canvas, options.extent_m, beam)
+        truth = resampled_on_grid(dataset.ground_truth, canvas)
+        ref = resampled_on_grid(reference_epie, canvas)
+        network_fine = seed_object(dataset, network, min_overlap=0.05)
+        region_fine = _region(epie_fine, options.extent_m, beam)
+        truth_fine = reference_on_grid(dataset.ground_truth, epie_fine)
+        ref_fine = reference_on_grid(reference_epie, epie_fine)
+        for method, image, fine, seconds in (
+            ("network", network, network_fine, t_net.seconds),
+            ("epie", epie, epie_fine, t_epie.seconds),
+        ):
             rows.append({
                 "overlap": overlap,
                 "method": method,
@@ -117,6 +132,8 @@ def run_overlap(
                 "seconds": round(seconds, 3),
                 "vs_truth": _scores(image, truth, region),
                 "vs_epie_reference": _scores(image, ref, region),
+                "fine_vs_truth": _scores(fine, truth_fine, region_fine),
+                "fine_vs_epie_reference": _scores(fine, ref_fine, region_fine),
             })  # fmt: skip
             images[method][overlap] = image
     record = {
@@ -145,7 +162,7 @@ def accuracy_curve(rows: list[dict], method: str, against: str = "vs_truth") -> 
 def summary(rows: list[dict]) -> dict[str, Any]:
     """Where each method falls below 80 % and 90 % accuracy, and the step ratio between them."""
     out: dict[str, Any] = {}
-    for against in ("vs_truth", "vs_epie_reference"):
+    for against in ("vs_truth", "vs_epie_reference", "fine_vs_truth", "fine_vs_epie_reference"):
         part: dict[str, Any] = {}
         for level in (0.8, 0.9):
             found = {}
@@ -166,13 +183,19 @@ def summary(rows: list[dict]) -> dict[str, Any]:
 
 def goals(rows: list[dict]) -> dict[str, Any]:
     """The headline: with no overlap the network reaches at least 0.8 of the accuracy ePIE
-    reaches at the highest overlap (both against the ground truth)."""
-    net, epie = accuracy_curve(rows, "network"), accuracy_curve(rows, "epie")
-    if 0.0 not in net:
-        return {}
-    top = max(epie)
-    ratio = net[0.0] / epie[top]
-    return {"network_at_0_over_epie_at_top": round(ratio, 3), "at_least_0p8": bool(ratio >= 0.8)}
+    reaches at the highest overlap (both against the ground truth), at both scales."""
+    out: dict[str, Any] = {}
+    for against in ("vs_truth", "fine_vs_truth"):
+        net = accuracy_curve(rows, "network", against)
+        epie = accuracy_curve(rows, "epie", against)
+        if 0.0 not in net:
+            continue
+        ratio = net[0.0] / epie[max(epie)]
+        out[against] = {
+            "network_at_0_over_epie_at_top": round(ratio, 3),
+            "at_least_0p8": bool(ratio >= 0.8),
+        }
+    return out
 
 
 def figure(record: dict[str, Any], path: str | Path) -> Path:
@@ -185,11 +208,13 @@ def figure(record: dict[str, Any], path: str | Path) -> Path:
     shown = [overlaps[0], overlaps[len(overlaps) // 2], overlaps[-1]]
     fig = Figure(figsize=(15, 6.5), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1])
-    axes = top.subplots(1, 2)
-    reference = f"against ePIE at overlap {record['reference_overlap']}"
+    axes = top.subplots(1, 4)
+    reference = f"vs ePIE at overlap {record['reference_overlap']}"
     for ax, against, title in (
-        (axes[0], "vs_truth", "against the ground truth"),
-        (axes[1], "vs_epie_reference", reference),
+        (axes[0], "vs_truth", "vs truth, network pixels"),
+        (axes[1], "vs_epie_reference", f"{reference}, network pixels"),
+        (axes[2], "fine_vs_truth", "vs truth, ePIE pixels"),
+        (axes[3], "fine_vs_epie_reference", f"{reference}, ePIE pixels"),
     ):
         for method, marker in (("network", "o"), ("epie", "^")):
             curve = accuracy_curve(rows, method, against)
@@ -200,7 +225,7 @@ def figure(record: dict[str, Any], path: str | Path) -> Path:
         ax.invert_xaxis()
         ax.set_xlabel("overlap ratio (1 - step / beam size)")
         ax.set_ylabel("phase SSIM (Wang et al. 2004)")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend()
     panels = bottom.subplots(1, 2 * len(shown))

@@ -8,6 +8,8 @@ and 10 iterations, and ePIE from free space (with its probe trial) for 50, 100 a
 10 and 50, so that 10 seeded and 10 unseeded iterations can be compared). Each row: NRMSE,
 phase RMS, both SSIMs and FRC resolution against the ground truth on ePIE's grid
 (`common.score`), and wall time (the seeded rows include the network's and the seeding's).
+``network_by_weight`` scores the network's image stitched with the probe's weight and with the
+old default (a Gaussian half the patch wide).
 """
 
 from __future__ import annotations
@@ -69,6 +71,12 @@ def run_refine(
         net = network_image(model_dir, dataset)
         seed = seed_object(dataset, net.image)
     rows.append(_row("network only", "network", 0, t_net.seconds, score(seed, dataset)))
+    # the stitching weight: the probe's (above) against the old default Gaussian
+    gaussian = network_image(model_dir, dataset, weight="gaussian")
+    weights = {
+        net.weight_source: rows[0],
+        "gaussian": score(seed_object(dataset, gaussian.image), dataset),
+    }
     images = {"network only": seed.array}
     for n in options.seeded_iterations:
         with Stopwatch() as t:
@@ -95,6 +103,7 @@ def run_refine(
         "options": {"extent_m": options.extent_m, "overlap": options.overlap,
                     "batch_size": options.batch_size, "scene": options.scene.to_dict()},
         "rows": rows,
+        "network_by_weight": weights,
         "paper": PAPER["refine"],
         "goals": _goals(rows),
     }  # fmt: skip
