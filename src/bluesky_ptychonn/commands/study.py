@@ -1,7 +1,8 @@
 """`bluesky-ptychonn study NAME --json OUT [--quick]`: the paper's results, reproduced.
 
 Studies (`bluesky_ptychonn.studies`): ``refine`` (network, network + 5 / 10 seeded ePIE
-iterations, ePIE from scratch), ``overlap`` (accuracy against the overlap ratio). Each writes a
+iterations, ePIE from scratch), ``overlap`` (accuracy against the overlap ratio), ``dose``
+(low counts: upscaled into the high-count network, or a network retrained low). Each writes a
 JSON record and a figure (default ``docs/figures/study-NAME.png``; with ``--quick`` next to the
 JSON). Without ``--model`` the study uses the cached demo model (quick: a smaller model of the
 same recipe), trained first when the cache has none.
@@ -38,11 +39,16 @@ def run(args: argparse.Namespace) -> int:
 
         options = RefineOptions.quick() if args.quick else RefineOptions()
         record = run_refine(options, model=args.model, quick=args.quick)
-    else:
+    elif args.name == "overlap":
         from ..studies.overlap import OverlapOptions, figure, run_overlap
 
         options = OverlapOptions.quick() if args.quick else OverlapOptions()
         record = run_overlap(options, model=args.model, quick=args.quick)
+    else:
+        from ..studies.dose import DoseOptions, figure, run_dose
+
+        options = DoseOptions.quick() if args.quick else DoseOptions()
+        record = run_dose(options, model=args.model, quick=args.quick)
     figure(record, png)
     public = {k: v for k, v in record.items() if not k.startswith("_")}
     public["figure"] = str(png)
@@ -54,10 +60,10 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "study",
-        help="reproduce one of the paper's results (refine, overlap) as JSON + figure",
+        help="reproduce one of the paper's results (refine, overlap, dose) as JSON + figure",
         description=__doc__,
     )
-    parser.add_argument("name", help="refine or overlap")
+    parser.add_argument("name", help="refine, overlap or dose")
     parser.add_argument("--json", required=True, help="output JSON record")
     parser.add_argument("--quick", action="store_true", help="the small version (tests)")
     parser.add_argument("--model", help="model directory (default: the cached demo model)")

@@ -16,7 +16,7 @@ patch's dark, unconstrained border gets as much say as its centre.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,7 @@ def network_image(
     probe: np.ndarray | None = None,
     batch_size: int = 64,
     synchronise: bool = True,
+    intensity_scale: float = 1.0,
 ) -> NetworkImage:
     """The stitched network image of ``dataset`` (see the module docstring).
 
@@ -141,6 +142,8 @@ def network_image(
             ePIE's), on the readout grid.
         batch_size: patterns per forward pass.
         synchronise: synchronise all patch phases globally after stitching.
+        intensity_scale: extra factor on the counts before the model's own preprocessing
+            (low-dose data scaled up to the counts a model was trained on).
 
     Raises:
         ValueError: patterns the model cannot take (before loading the weights), a missing
@@ -152,6 +155,10 @@ def network_image(
     sidecar = resolve(model).sidecar
     check_model_fits(sidecar, dataset)
     prep = sidecar.preprocessing
+    if intensity_scale != 1.0:
+        if not (np.isfinite(intensity_scale) and intensity_scale > 0):
+            raise ValueError(f"intensity_scale must be positive, got {intensity_scale!r}")
+        prep = replace(prep, intensity_scale=prep.intensity_scale * float(intensity_scale))
     pixel, patch_shape = prep.object_patch_geometry(dataset.object_pixel_size_m)
     scale = pixel / dataset.object_pixel_size_m
     if isinstance(weight, str):
