@@ -12,7 +12,8 @@ REPORT_KEYS = {
 SCAN_KEYS = {
     "uid", "frames", "frames_rejected", "scan_seconds", "frames_per_s",
     "endpoint_latency_p50_ms", "endpoint_latency_p99_ms", "model_version", "figure",
-    "phase_ssim", "phase_rms_rad", "region_pixels",
+    "phase_ssim", "phase_rms_rad", "region_pixels", "nrmse", "phase_ssim_gaussian",
+    "shift_px_row", "shift_px_col", "frc_half_bit_resolution_px",
 }  # fmt: skip
 
 

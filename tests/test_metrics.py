@@ -276,6 +276,7 @@ def test_compare_returns_json_ready_floats(reference, gauged):
         "phase_rms_rad",
         "nrmse",
         "phase_ssim",
+        "phase_ssim_gaussian",
         "shift_px_row",
         "shift_px_col",
         "frc_half_bit_resolution_px",
@@ -285,6 +286,54 @@ def test_compare_returns_json_ready_floats(reference, gauged):
     assert out["phase_rms_rad"] < 0.02 and out["nrmse"] < 0.02 and out["phase_ssim"] > 0.99
     assert out["shift_px_row"] == pytest.approx(-SHIFT[0], abs=0.05)
     assert out["shift_px_col"] == pytest.approx(-SHIFT[1], abs=0.05)
+
+
+def _wang_ssim(x: np.ndarray, y: np.ndarray, data_range: float) -> float:
+    """SSIM written out as Wang et al. (2004) define it: Gaussian window sigma 1.5 (11x11),
+    population moments, K1 = 0.01, K2 = 0.03, mean of the map 5 px inside the edges."""
+
+    def f(z):
+        return ndimage.gaussian_filter(z, 1.5, truncate=3.5, mode="reflect")
+
+    mx, my = f(x), f(y)
+    sxx, syy, sxy = f(x * x) - mx**2, f(y * y) - my**2, f(x * y) - mx * my
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    ssim = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return float(ssim[5:-5, 5:-5].mean())
+
+
+def test_gaussian_ssim_is_wang_et_al_2004(reference):
+    rng = np.random.default_rng(3)
+    phase = np.angle(reference)
+    noisy = phase + 0.1 * rng.standard_normal(phase.shape)
+    expected = _wang_ssim(noisy, phase, float(np.ptp(phase)))
+    got = metrics.phase_ssim_gaussian(np.exp(1j * noisy), np.exp(1j * phase), align=False)
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert got != pytest.approx(metrics.phase_ssim(np.exp(1j * noisy), np.exp(1j * phase)))
+
+
+def test_compare_frc_is_nyquist_limited_for_a_faithful_estimate_and_coarser_for_a_blurred_one(
+    reference,
+):
+    rng = np.random.default_rng(4)
+    mask = border_mask(reference.shape, 10)
+    close = reference * np.exp(0.5j)  # identical up to the gauge: the FRC is 1 everywhere
+    blurred = ndimage.gaussian_filter(reference.real, 3) + 1j * ndimage.gaussian_filter(
+        reference.imag, 3
+    )
+    blurred = blurred + complex_noise(rng, reference.shape, 0.02)
+    sharp = metrics.compare(close, reference, mask)["frc_half_bit_resolution_px"]
+    soft = metrics.compare(blurred, reference, mask)["frc_half_bit_resolution_px"]
+    assert sharp == 1.0  # was NaN: the FRC never falls below the threshold
+    assert np.isfinite(soft) and soft > 2 * sharp
+
+
+def test_compare_without_alignment_keeps_a_shift_as_error(reference, gauged):
+    mask = border_mask(reference.shape, 10)
+    kept = metrics.compare(gauged, reference, mask, align=False)
+    removed = metrics.compare(gauged, reference, mask)
+    assert kept["shift_px_row"] == 0.0 and kept["shift_px_col"] == 0.0
+    assert kept["phase_rms_rad"] > 10 * removed["phase_rms_rad"]
 
 
 def test_accepts_complex_image(reference, gauged):

@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "simulate",
     "demo",
     "reconstruct",
+    "infer",
+    "study",
     "train",
     "export",
     "serve",

@@ -212,3 +212,17 @@ def test_snapshots_resynchronise_every_n_new_patches():
     assert phase_error(stitcher.last_snapshot, truth) < 0.1
     with pytest.raises(ValueError, match="resync_every"):
         LiveStitcher(resync_every=0)
+
+
+def test_the_patch_weight_follows_a_given_probe():
+    """A probe much narrower than the beam-size Gaussian leaves the patches' borders out."""
+    _, events = interleaved_scan(seed=2, side=3)
+    rows, cols = np.indices((PATCH, PATCH)) - PATCH // 2
+    narrow = np.exp(-(rows**2 + cols**2) / (2 * 2.0**2)).astype(complex)  # sigma 2 px
+    covered = {}
+    for probe in (None, narrow):
+        stitcher = LiveStitcher(settle_timeout_s=1, synchronise=False, probe=probe)
+        run_documents(stitcher, events)
+        weights = stitcher.last_snapshot.weights
+        covered[probe is None] = np.count_nonzero(weights > 0.05 * weights.max())
+    assert covered[False] < 0.5 * covered[True]

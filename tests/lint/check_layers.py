@@ -26,7 +26,7 @@ LAYERS: dict[str, int] = {
     "plots": 0,
     "sim": 1, "recon": 1, "model": 1, "stitch": 1,
     "storage": 2, "inference": 2, "stream": 2, "ioc": 2,
-    "devices": 3, "plans": 3, "callbacks": 3, "retrain": 3,
+    "devices": 3, "plans": 3, "callbacks": 3, "retrain": 3, "studies": 3,
     "session": 4,
     "commands": 5, "cli": 5, "demo": 5, "__main__": 5,
 }  # fmt: skip

@@ -7,8 +7,10 @@ Patches (phase, amplitude, frame ids, positions) arrive out of band on the endpo
 stream, to which the stitcher subscribes once, when it is made (a subscription made at the
 start of a run could miss the first results: PUB/SUB drops what is published before a
 subscriber is connected). Results of a stream the stitcher does not know yet are held until
-the descriptor names it. They go into a `stitch.Mosaic` (probe-shaped Gaussian weights of the
-beam size, duplicates dropped by frame id), each new patch rotated to agree with what is
+the descriptor names it. They go into a `stitch.Mosaic` (each patch weighted by the probe's
+intensity on the patch grid when a probe is known, ``probe=`` or `use_probe`: the beamline's,
+the model's or the last ePIE's; else by a Gaussian of the beam size in the start document;
+duplicates dropped by frame id), each new patch rotated to agree with what is
 already there (greedy alignment, for the live view). ``snapshot()`` is safe to call from any
 thread (for the live view and the Tiled writer).
 
@@ -53,7 +55,7 @@ from bluesky.callbacks.core import CallbackBase
 
 from ..stitch.accumulate import warm_up
 from ..stitch.mosaic import Mosaic, MosaicSnapshot
-from ..stitch.weights import gaussian_weight
+from ..stitch.weights import gaussian_weight, probe_patch_weight
 from ..stream.sockets import ResultCollector, ResultSubscriber
 from ..stream.wire import Message
 from .mosaic_source import SnapshotConsumer
@@ -109,6 +111,8 @@ class LiveStitcher(CallbackBase):
             the last synchronisation (None: only at the end of the run).
         keep_patches_bytes: memory for the kept patches of a run (see the module docstring).
         sync_iterations: power iteration budget of one synchronisation.
+        probe: (h, w) complex probe on the detector's readout grid (or an intensity on the
+            patch grid): the patch weight of later runs (see `use_probe`).
     """
 
     def __init__(
@@ -124,8 +128,10 @@ class LiveStitcher(CallbackBase):
         resync_every: int | None = None,
         keep_patches_bytes: int = KEEP_PATCHES_BYTES,
         sync_iterations: int = 1000,
+        probe: np.ndarray | None = None,
     ):
         super().__init__()
+        self._probe = None if probe is None else np.asarray(probe)
         if resync_every is not None and resync_every < 1:
             raise ValueError(
                 f"resync_every must be a positive number of patches, got {resync_every}"
@@ -159,6 +165,13 @@ class LiveStitcher(CallbackBase):
                 target=self._listen, name="live-stitcher", daemon=True
             )
             self._listener.start()
+
+    def use_probe(self, probe: np.ndarray | None) -> None:
+        """Weight the patches of runs that start from now on by this probe's intensity on the
+        patch grid (`stitch.weights.probe_patch_weight`); None: back to the Gaussian of the beam
+        size. A probe that does not fit the patches falls back to the Gaussian, with a
+        warning, when the run's first patches arrive."""
+        self._probe = None if probe is None else np.asarray(probe)
 
     def add_consumer(self, consumer: SnapshotConsumer) -> None:
         """Call ``consumer(final_snapshot)`` at the end of every later run."""
@@ -320,6 +333,11 @@ class LiveStitcher(CallbackBase):
         corners = np.array([centre - extent / 2, centre + extent / 2])
         beam_px = float(start.get("beam_size_m", patch_shape[0] * pixel / 2)) / pixel
         weight = gaussian_weight(patch_shape, fwhm_px=beam_px)
+        if self._probe is not None:
+            try:
+                weight = probe_patch_weight(self._probe, patch_shape, pixel_scale)
+            except ValueError as error:
+                log.warning("run %s: stitched with the beam-size Gaussian: %s", run.uid, error)
         return Mosaic.covering(
             corners,
             pixel,

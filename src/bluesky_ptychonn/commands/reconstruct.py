@@ -101,7 +101,19 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     dataset = read_cxi(source, translation_sign=args.translation_sign)
-    task = make_task(dataset, options)  # validates the data before any iteration
+    initial_object = None
+    if args.initial_object:
+        from ..recon.seed import seed_object
+        from ..storage.cxi import read_reconstruction
+
+        # resampled to the data's object grid; refused when it does not cover the scan
+        initial_object = seed_object(
+            dataset,
+            read_reconstruction(args.initial_object).object,
+            margin_px=options.object.margin_px,
+        )
+    # validates the data before any iteration
+    task = make_task(dataset, options, initial_object=initial_object)
     log.info(
         "%s: %d patterns %dx%d, object %dx%d px of %.3g nm, probe from %s, device %s",
         source.name,
@@ -141,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
         "patterns_per_s": round(task.patterns_per_second, 1),
         "probe_source": task.probe_source,
     }
+    if initial_object is not None:
+        summary["initial_object"] = str(args.initial_object)
     if assessment is not None:
         summary["assessment_passed"] = assessment["passed"]
     print(json.dumps(summary))
@@ -239,6 +253,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=(1, -1),
         default=1,
         help="-1 when the file's translations are sample-stage displacements",
+    )
+    parser.add_argument(
+        "--initial-object",
+        help="start from the object of this CXI reconstruction (e.g. `infer --out`'s network "
+        "image), resampled to the data's object pixel size; refused when it does not cover "
+        "the scanned region",
     )
     parser.add_argument("--png", help="figure path (default: OUT with .png)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")

@@ -324,6 +324,8 @@ def fit(
         "data": data.metadata,
         "n_pairs": len(data),
         "label_pixel_size_m": data.label_pixel_size_m,
+        # the probe intensity on the label grid: the stitching weight of this model's patches
+        "label_weights": np.round(np.asarray(data.weights, dtype=np.float64), 4).tolist(),
         "options": asdict(options),
         "parameters": count_parameters(result.model),
         "parent": parent,

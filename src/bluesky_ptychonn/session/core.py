@@ -244,6 +244,11 @@ class Session:
             for callback in self.graph.callbacks:
                 self._subscribe(callback)
             self.catalog = self.graph.catalog
+            if self.graph.stitcher is not None and self.detector is not None:
+                beamline = getattr(self.detector, "beamline", None)  # simulated detectors
+                probe = getattr(beamline, "probe_on_readout_grid", None)
+                if probe is not None:
+                    self.graph.stitcher.use_probe(probe)  # the live weight follows the beam
         self.tiled_uri = tiled_uri
         self.tiled_client = None if self.catalog is None else self.catalog.root
         if config.continual_enabled:
@@ -286,6 +291,51 @@ class Session:
         in another process (``[callbacks] process = true``) this returns at once: look for the
         results in Tiled."""
         return self.graph.wait(timeout_s)
+
+    def refine_last_scan(self, iterations: int = 10, *, options: Any = None) -> Any:
+        """N ePIE iterations of the newest finished run, started from its live mosaic.
+
+        Reads the run back from Tiled (patterns, positions, geometry), takes the stitcher's
+        final mosaic of that run as the starting object (`recon.refine.refine_from_mosaic`,
+        which resamples it to the data's object pixels and refuses it when it does not cover
+        the scan), and returns the `Reconstruction`. The reconstruction's probe then weights the
+        live stitching of the next runs. Runs in the caller's thread (seconds to minutes):
+        call it between scans, not from a callback.
+
+        Args:
+            iterations: ePIE iterations from the mosaic.
+            options: `recon.EPIEOptions` (default: its defaults).
+
+        Raises:
+            RuntimeError: no stitcher, no Tiled, or no finished run yet.
+        """
+        import numpy as np
+
+        from ..dataset import ComplexImage
+        from ..recon.refine import refine_from_mosaic
+        from ..storage.tiled_runs import dataset_from_run
+
+        if self.graph.stitcher is None or self.catalog is None:
+            raise RuntimeError("refining the last scan needs the stitcher and Tiled in-process")
+        snapshot = self.graph.stitcher.last_snapshot
+        if snapshot is None or not snapshot.run_uid:
+            raise RuntimeError("no finished run with a final mosaic yet")
+        self.graph.wait()
+        dataset = dataset_from_run(self.catalog.raw[snapshot.run_uid])
+        if dataset.probe is None and self.detector is not None:
+            beamline = getattr(self.detector, "beamline", None)
+            dataset.probe = getattr(beamline, "probe_on_readout_grid", None)
+        mosaic = ComplexImage(
+            snapshot.amplitude * np.exp(1j * snapshot.phase),
+            snapshot.pixel_size_m,
+            snapshot.origin_m,
+        )
+        result = refine_from_mosaic(
+            dataset, mosaic, iterations, options=options, weights=snapshot.weights
+        )
+        if result.probe is not None:
+            self.graph.stitcher.use_probe(result.probe)
+        return result
 
     @property
     def stitcher(self) -> Any:

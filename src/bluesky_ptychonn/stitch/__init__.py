@@ -8,6 +8,13 @@ patches and synchronises their phases globally. numpy, scipy and numba: may impo
 ``geometry``, ``fourier`` and ``recon.phase_sync``, nothing of bluesky or ZMQ."""
 
 from .mosaic import Mosaic, MosaicSnapshot
-from .weights import gaussian_weight, probe_weight
+from .weights import default_weight, gaussian_weight, probe_patch_weight, probe_weight
 
-__all__ = ["Mosaic", "MosaicSnapshot", "gaussian_weight", "probe_weight"]
+__all__ = [
+    "Mosaic",
+    "MosaicSnapshot",
+    "default_weight",
+    "gaussian_weight",
+    "probe_patch_weight",
+    "probe_weight",
+]
