@@ -74,7 +74,7 @@ def test_a_mosaic_of_another_region_is_ignored_with_a_reason(scan):
     options = options_from_dict({"iterations": 10})
     elsewhere = coarse_mosaic(scan.ground_truth, COARSE, shift_m=(50e-6, 50e-6))
     seed, note = seed_from_mosaic(elsewhere, scan, options)
-    assert seed is None and "another region" in note
+    assert seed is None and "another scan region" in note
     bad = ComplexImage(np.full((8, 8), np.nan, dtype=np.complex64), 4e-8, (0.0, 0.0))
     assert seed_from_mosaic(bad, scan, options)[0] is None
 
@@ -132,7 +132,7 @@ def test_the_dispatcher_seeds_the_labels_with_the_runs_live_mosaic(scan, tmp_pat
     assert lineage["seeded"]["seeded_by_mosaic"] is True
     assert lineage["seeded"]["settings"]["iterations"] == 7
     assert lineage["elsewhere"]["seeded_by_mosaic"] is False
-    assert "another region" in lineage["elsewhere"]["seed"]
+    assert "another scan region" in lineage["elsewhere"]["seed"]
     assert lineage["elsewhere"]["settings"]["iterations"] == options.recon["iterations"]
     refused = [r.reason for r in dispatcher.records if r.decision == "refused"]
     assert len(dispatcher.records) == 2 and not refused, refused

@@ -152,57 +152,24 @@ def _assessment(
     ).to_dict()
 
 
-SEED_MIN_OVERLAP = 0.5
-"""Smallest fraction of the scanned area a live mosaic must cover to seed the labels' ePIE."""
-
-
 def seed_from_mosaic(mosaic: Any, dataset: Any, options: Any) -> tuple[Any, str]:
     """The live mosaic (`ComplexImage`) on the ePIE object grid of ``dataset``, and a note.
 
-    The mosaic is resampled to the data's object pixel size (a cropping network's patches
-    are coarser: linear on the real and imaginary parts, the pixel centres kept in place) and
-    laid on the grid ePIE builds from the positions (`recon.prepare.object_grid`); pixels the
-    mosaic does not cover are free space (1). Returns ``(None, why)`` when the mosaic covers
-    less than `SEED_MIN_OVERLAP` of the scanned positions (another region) or holds no finite
-    value: the labels are then reconstructed from scratch.
+    `recon.seed.seed_object` resamples it to the data's object pixel size (a cropping
+    network's patches are coarser) onto the grid ePIE builds from the positions, with the
+    grid margin of ``options``. Returns ``(None, why)`` when the mosaic covers too little of
+    the scan (another region) or is not a finite image: the labels are then reconstructed
+    from scratch, and the lineage says why.
     """
-    from ..dataset import ComplexImage
-    from ..recon.prepare import object_grid
-    from ..recon.quality import reference_on_grid
+    from ..recon.seed import seed_object
 
-    array = np.asarray(mosaic.array)
-    if array.ndim != 2 or not np.all(np.isfinite(array)):
-        return None, "live mosaic ignored: not a finite 2-D image"
-    inside = mosaic.grid.to_pixels(np.asarray(dataset.positions_m))
-    covered = np.mean(
-        (inside[:, 0] >= 0)
-        & (inside[:, 1] >= 0)
-        & (inside[:, 0] <= array.shape[0] - 1)
-        & (inside[:, 1] <= array.shape[1] - 1)
-    )
-    if covered < SEED_MIN_OVERLAP:
-        return None, (
-            f"live mosaic ignored: it covers {covered:.0%} of the scan's positions "
-            f"(< {SEED_MIN_OVERLAP:.0%}); another region?"
-        )
-    pixel = float(dataset.object_pixel_size_m)
-    if not np.isclose(mosaic.pixel_size_m, pixel, rtol=1e-6, atol=0.0):
-        from skimage.transform import rescale
-
-        factor = mosaic.pixel_size_m / pixel
-        fine = rescale(array.real, factor, order=1) + 1j * rescale(array.imag, factor, order=1)
-        # pixel [0, 0] of the fine image starts where the coarse one starts
-        shift = (pixel - mosaic.pixel_size_m) / 2
-        origin = (mosaic.origin_m[0] + shift, mosaic.origin_m[1] + shift)
-        mosaic = ComplexImage(fine, pixel, origin)
-    grid = object_grid(
-        dataset.positions_m, pixel, dataset.pattern_shape, int(options.object.margin_px)
-    )
-    like = ComplexImage(np.ones(grid.shape, dtype=np.complex64), pixel, grid.origin_m)
-    seeded = reference_on_grid(mosaic, like).astype(np.complex64)
-    return ComplexImage(seeded, pixel, grid.origin_m), (
-        f"seeded by the live mosaic ({covered:.0%} of positions covered, "
-        f"{mosaic.pixel_size_m * 1e9:.3g} nm pixels on the data's)"
+    try:
+        seed = seed_object(dataset, mosaic, margin_px=int(options.object.margin_px))
+    except (ValueError, TypeError) as error:
+        return None, f"live mosaic ignored: {error}"
+    return seed, (
+        f"seeded by the live mosaic ({mosaic.pixel_size_m * 1e9:.3g} nm pixels resampled to "
+        f"the data's {dataset.object_pixel_size_m * 1e9:.3g} nm)"
     )
 
 
