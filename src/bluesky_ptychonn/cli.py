@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "ioc",
     "tiled",
     "callbacks",
+    "view",
     "bench",
     "continual",
 )

@@ -1,0 +1,3 @@
+"""placeholder"""
+def read_start(doc, warn=True):
+    return doc
