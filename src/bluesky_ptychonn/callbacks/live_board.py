@@ -40,7 +40,7 @@ from ..documents import read_start
 from ..stitch.composite import Composite, CompositeImage, ValueMosaic
 from ..stitch.mosaic import MosaicSnapshot, covering_grid
 from ..stitch.weights import gaussian_weight
-from ..stream.payloads import UNCERTAINTY_KEY
+from ..stream.payloads import RejectedPayload, ResultsPayload
 from ..stream.sockets import ResultSubscriber
 from ..stream.wire import Message
 from .mosaic_source import FinalMosaicSource
@@ -123,7 +123,7 @@ class LiveBoard(CallbackBase):
         self._run: dict[str, Any] = {"uid": "", "state": "idle", "exit_status": None, "events": 0}
         self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
         self._frame: tuple[int, np.ndarray] | None = None
-        self._result: Message | None = None
+        self._result: ResultsPayload | None = None
         self._readings: dict[str, Any] = {}  # the endpoint's readings from events
         self._status: dict[str, Any] = {}
         self._continual: dict[str, Any] = {}
@@ -222,24 +222,22 @@ class LiveBoard(CallbackBase):
         if stream is not None and message.run_uid != stream:
             return
         if message.kind == "rejected":
-            self.counters["rejected"] += len(message.frame_ids)
+            self.counters["rejected"] += len(RejectedPayload.from_message(message).frame_ids)
             return
-        if message.kind != "results" or "phase" not in message.arrays:
+        if message.kind != "results":
             return
-        self._result = message
+        results = ResultsPayload.from_message(message)  # PayloadError names what is wrong
+        self._result = results
         self.counters["results"] += 1
-        uncertainty = message.arrays.get(UNCERTAINTY_KEY)
-        if uncertainty is not None and message.positions_m is not None:
-            self._add_uncertainty(message, np.asarray(uncertainty))
+        if results.phase_uncertainty is not None and results.positions_m is not None:
+            self._add_uncertainty(results, results.phase_uncertainty)
 
-    def _add_uncertainty(self, message: Message, uncertainty: np.ndarray) -> None:
+    def _add_uncertainty(self, results: ResultsPayload, uncertainty: np.ndarray) -> None:
         mosaic = self._uncertainty
         if mosaic is None:
             start = self._start
             try:
-                pixel = float(start["object_pixel_size_m"]) * float(
-                    message.extra.get("pixel_scale", 1.0)
-                )
+                pixel = float(start["object_pixel_size_m"]) * results.pixel_scale
                 extent = np.resize(np.asarray(start.get("scan_extent_m", 0.0), float), 2)
                 centre = np.asarray(start.get("scan_centre_m", (0.0, 0.0)), float)
                 beam_px = float(start.get("beam_size_m", 0.0)) / pixel
@@ -251,7 +249,7 @@ class LiveBoard(CallbackBase):
             )
             weight = gaussian_weight(shape, fwhm_px=beam_px if beam_px > 0 else shape[0] / 2)
             mosaic = self._uncertainty = ValueMosaic(grid, weight)
-        mosaic.add(uncertainty, message.positions_m)
+        mosaic.add(uncertainty, results.positions_m)
         self.counters["uncertainty_patches"] = mosaic.patches
 
     def _listen(self) -> None:
@@ -261,8 +259,8 @@ class LiveBoard(CallbackBase):
                 continue
             try:
                 self.add(message)
-            except (ValueError, KeyError):
-                log.exception("the live board could not read a result message")
+            except ValueError as error:  # a malformed message (PayloadError): skipped
+                log.warning("the live board skipped a result message: %s", error)
 
     def _poll_status(self) -> None:
         from ..inference.server import EndpointClient
@@ -297,7 +295,7 @@ class LiveBoard(CallbackBase):
         result = self._result
         phase = phase_id = None
         if result is not None:
-            phase = np.asarray(result.arrays["phase"][-1])
+            phase = np.asarray(result.phase[-1])
             phase_id = int(result.frame_ids[-1]) if result.frame_ids else -1
         with self._lock:
             frame_pair = self._frame
@@ -328,7 +326,9 @@ class LiveBoard(CallbackBase):
             run=run,
         )
 
-    def _stats(self, result: Message | None, mosaic: MosaicSnapshot | None) -> dict[str, Any]:
+    def _stats(
+        self, result: ResultsPayload | None, mosaic: MosaicSnapshot | None
+    ) -> dict[str, Any]:
         status, readings = self._status, self._readings
         run = status.get("run") or {}
         this_run = bool(run.get("run_uid")) and run.get("run_uid") == self._stream_id
