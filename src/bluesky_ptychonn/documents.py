@@ -72,6 +72,10 @@ class PtychographyStart(TypedDict, total=False):
     ``positions_keys``, or ``{"y": key, "x": key}``)."""
     simulated: bool
     """True for the simulated beamline."""
+    frame_rate_hz: float
+    """Detector frame rate of a fly scan, Hz."""
+    jitter_fraction: float
+    """Random displacement of a raster's points, as a fraction of the step."""
     ptychonn_model_version: str
     """Model version of in-process inference (`callbacks.live_inference`)."""
     ptychonn_pixel_scale: float

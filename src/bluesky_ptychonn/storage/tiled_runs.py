@@ -105,8 +105,8 @@ def find_runs(
 
     Args:
         catalog: a `TiledCatalog` or a container of runs (``from_uri(...)["raw"]``).
-        sample: start document ``sample`` (runs that name it ``sample_name`` are found when
-            no run has ``sample``).
+        sample: start document ``sample_name`` (runs recorded with the older ``sample`` are
+            found when no run has ``sample_name``).
         plan: start document ``plan_name`` (e.g. "list_scan").
         since, until: start time bounds (epoch seconds, ISO 8601 text, date or datetime;
             naive times are local time); ``until`` is exclusive.
@@ -116,8 +116,8 @@ def find_runs(
 
     runs = catalog.raw if isinstance(catalog, TiledCatalog) else catalog
     if sample is not None:
-        by_sample = runs.search(Key("start.sample") == sample)
-        runs = by_sample if len(by_sample) else runs.search(Key("start.sample_name") == sample)
+        by_name = runs.search(Key("start.sample_name") == sample)
+        runs = by_name if len(by_name) else runs.search(Key("start.sample") == sample)
     equal = {"plan_name": plan, **start}
     for name, value in equal.items():
         if value is not None:
