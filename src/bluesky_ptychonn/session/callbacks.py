@@ -92,10 +92,27 @@ def build_callbacks(
     when ``tiled_uri`` is given. The browser view polls the endpoint's status at
     ``control_address`` and shows ``frame_source``'s frames (a detector frame stream) when
     given."""
+    graph = CallbackGraph()
+    try:
+        _build(graph, config, results_address, tiled_uri, api_key, control_address, frame_source)
+    except BaseException:
+        graph.close(timeout_s=5.0)  # what was built before the failure stops its threads
+        raise
+    return graph
+
+
+def _build(
+    graph: CallbackGraph,
+    config: SessionConfig,
+    results_address: str | None,
+    tiled_uri: str | None,
+    api_key: str | None,
+    control_address: str | None,
+    frame_source: Any,
+) -> None:
     from ..callbacks.live_stitch import LiveStitcher
     from ..callbacks.live_view import LiveMosaicView
 
-    graph = CallbackGraph()
     if results_address is not None:
         stitch = config.stitcher
         graph.stitcher = LiveStitcher(
@@ -148,4 +165,3 @@ def build_callbacks(
             graph.mosaic_writer = LiveMosaicWriter(
                 graph.stitcher, graph.tiled_writer, period_s=settings.mosaic_period_s
             )
-    return graph
