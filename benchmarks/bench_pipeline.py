@@ -16,7 +16,14 @@ Measured in one run:
   is frames stitched over the time from the first send to the last stitch, ``frames_lost`` is
   frames sent and never stitched, latencies run from frame creation to the mosaic update;
 * ``stitch_patches_per_s``: `Mosaic.add` alone on 64x64 patches (no alignment and with
-  greedy phase alignment), after one warm-up call that compiles its kernel.
+  greedy phase alignment), after one warm-up call that compiles its kernel;
+* ``view``: the capacity (offered at the raw rate) with the browser view open against without,
+  in alternating runs (``--view-pairs`` pairs: without, with, without, with, ...): with the
+  view, a `view.LiveView` shows the mosaic, subscribes to the endpoint's results, polls its
+  status and takes the frames from the source, and a headless Chromium (the system's
+  ``chromium`` through Playwright; without them an HTTP client that reads the event stream and
+  every changed panel) has the page open. ``capacity_ratio_view_vs_none`` is the median
+  capacity with the view over the median without (goal: at least 0.95).
 
     bluesky-ptychonn bench pipeline --json benchmarks/results/pipeline.json [--quick]
 """
@@ -26,7 +33,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -124,6 +133,107 @@ def stitch_rate(n: int, align: bool) -> float:
     return n / (time.perf_counter() - start)
 
 
+class _MosaicSource:
+    """The benchmark's mosaic as a live view's source (``snapshot()`` under the stitch lock)."""
+
+    def __init__(self, mosaic: list[Mosaic], lock: threading.Lock, run_uid: str):
+        self.mosaic, self.lock, self.run_uid = mosaic, lock, run_uid
+
+    def snapshot(self):
+        if not self.mosaic:
+            return None
+        with self.lock:
+            snapshot = self.mosaic[0].snapshot(model_version="bench")
+        snapshot.run_uid = self.run_uid
+        return snapshot
+
+
+class ViewLooker:
+    """The browser view of a benchmark run, open in a headless Chromium (or, without one, read
+    by an HTTP client that follows the event stream and fetches every changed panel)."""
+
+    def __init__(self, endpoint, mosaic, lock, positions, pixel_size_m, run_uid):
+        from bluesky_ptychonn.view.live import LiveView
+
+        frames_address, results_address, control_address = endpoint.addresses
+        self.view = LiveView(
+            _MosaicSource(mosaic, lock, run_uid),
+            results_addresses=results_address,
+            control_address=control_address,
+        )
+        extent = np.ptp(positions, axis=0)
+        self.view("start", {
+            "uid": run_uid, "plan_name": "bench", "num_points": len(positions),
+            "object_pixel_size_m": pixel_size_m, "scan_extent_m": extent.tolist(),
+            "scan_centre_m": positions.mean(axis=0).tolist(), "sample_name": "bench",
+        })  # fmt: skip
+        self.closing = threading.Event()
+        self.ready = threading.Event()
+        self.updates_seen = 0
+        self.client = "none"
+        self.error = ""
+        self.thread = threading.Thread(target=self._look, name="bench-view-looker", daemon=True)
+        self.thread.start()
+        self.ready.wait(60)
+
+    def _look(self) -> None:
+        try:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            import playwright  # noqa: F401
+            from view_browser import HeadlessBrowser, chromium_path
+
+            if chromium_path() is None:
+                raise FileNotFoundError("no chromium")
+            self.client = "chromium"
+            with HeadlessBrowser() as browser:
+                browser.open(self.view.url)
+                self.ready.set()
+                while not self.closing.wait(0.5):
+                    self.updates_seen = browser.state()["version"]
+        except (ImportError, FileNotFoundError):
+            self._read_with_httpx()
+        except Exception as error:  # noqa: BLE001 - recorded in the results
+            self.error = repr(error)
+        finally:
+            self.ready.set()
+
+    def _read_with_httpx(self) -> None:
+        import json
+
+        import httpx
+
+        self.client = "httpx"
+        base = self.view.url.rstrip("/")
+        shown: dict[str, int] = {}
+        with httpx.Client(timeout=10) as client, client.stream("GET", base + "/events") as events:
+            self.ready.set()
+            for line in events.iter_lines():
+                if self.closing.is_set():
+                    return
+                if not line.startswith("data: "):
+                    continue
+                state = json.loads(line[6:])
+                self.updates_seen = state["version"]
+                for name, panel in state["panels"].items():
+                    if shown.get(name) != panel["version"]:
+                        shown[name] = panel["version"]
+                        client.get(f"{base}/panel/{name}.png")
+
+    def close(self) -> dict:
+        self.closing.set()
+        self.thread.join(30)
+        renderer = self.view.renderer
+        record = {
+            "view_client": self.client,
+            "view_updates": renderer.frame.version,
+            "view_updates_seen_by_client": self.updates_seen,
+            "view_render_seconds": renderer.render_seconds,
+            "view_error": self.error,
+        }
+        self.view.close()
+        return record
+
+
 def stream_through(
     endpoint: EndpointProcess,
     frames: np.ndarray,
@@ -131,12 +241,13 @@ def stream_through(
     offered_fps: float,
     pixel_size_m: float,
     chunk: int = 1,
+    view: bool = False,
 ) -> dict:
     """Send ``frames`` at ``offered_fps``; stitch the results; count and time them.
 
     Also the CPU seconds each side used while it ran (the endpoint process; this process:
     the frame source, the acknowledgements and the stitcher), which say how much of the two
-    cores the engine had.
+    cores the engine had. With ``view``, the browser view is open meanwhile (`ViewLooker`).
     """
     import psutil
 
@@ -147,7 +258,8 @@ def stream_through(
     stitched = 0
     last_stitch = 0.0
     mosaic: list[Mosaic] = []
-    run_uid = f"bench-{offered_fps:.0f}"
+    run_uid = f"bench-{offered_fps:.0f}-{'view' if view else 'none'}-{time.monotonic():.0f}"
+    lock = threading.Lock()
 
     def stitch(message) -> None:
         """The streamer's result hook (its listener thread): one subscription for both the
@@ -163,7 +275,8 @@ def stream_through(
             scale = float(message.extra.get("pixel_scale", 1.0))
             weight = gaussian_weight(phase.shape[1:], phase.shape[1] / 3)
             mosaic.append(Mosaic.covering(positions, pixel_size_m * scale, weight))
-        mosaic[0].add(phase, message.arrays["amplitude"][fresh], message.positions_m[fresh])
+        with lock:
+            mosaic[0].add(phase, message.arrays["amplitude"][fresh], message.positions_m[fresh])
         now = time.time()
         latencies.extend((now - message.arrays["created"][fresh]) * 1e3)
         stitched += fresh.size
@@ -172,6 +285,9 @@ def stream_through(
     streamer = FrameStreamer(
         frames_address, results_address, run_uid=run_uid, resend_after_s=5.0, on_result=stitch
     )
+    looker = None
+    if view:
+        looker = ViewLooker(endpoint, mosaic, lock, positions, pixel_size_m, run_uid)
     time.sleep(0.5)  # subscriptions settle
     period = chunk / offered_fps
     cpu_endpoint_0, cpu_self_0 = sum(endpoint_cpu.cpu_times()[:2]), time.process_time()
@@ -182,6 +298,8 @@ def stream_through(
             time.sleep(delay)  # a detector's frame clock: one wake-up per frame
         ids = np.arange(s, min(s + chunk, len(frames)))
         streamer(frames[ids], ids, np.full(len(ids), time.time()), positions[ids])
+        if looker is not None:  # the view listens to the detector's frames as well
+            looker.view.board.on_frames(frames[ids], ids)
     send_seconds = time.perf_counter() - start
     streamer.flush(timeout_s=120)
     deadline = time.monotonic() + 30
@@ -191,6 +309,9 @@ def stream_through(
     cpu_endpoint = sum(endpoint_cpu.cpu_times()[:2]) - cpu_endpoint_0
     cpu_self = time.process_time() - cpu_self_0
     streamer.close()
+    view_record = {}
+    if looker is not None:
+        view_record = looker.close()
     lat = np.array(latencies) if latencies else np.array([np.nan])
     return {
         "offered_fps": offered_fps,
@@ -207,7 +328,50 @@ def stream_through(
         "cpu_seconds_endpoint": cpu_endpoint,
         "cpu_seconds_source_and_stitcher": cpu_self,
         "cpu_cores_used": (cpu_endpoint + cpu_self) / wall,
+        "view_open": view,
+        **view_record,
     }
+
+
+def view_comparison(args, endpoint, backend, raw, frames, positions, pixel_size_m) -> list:
+    """Capacity (offered at the raw rate) without and with the browser view, alternating."""
+    runs = {False: [], True: []}
+    records = []
+    for pair in range(args.view_pairs):
+        for view in (False, True):
+            result = stream_through(
+                endpoint, frames, positions, raw, pixel_size_m, args.chunk, view=view
+            )
+            runs[view].append(result["sustained_fps"])
+            records.append({"benchmark": "pipeline-view", "pair": pair, "backend": backend,
+                            "raw_engine_fps": raw, "quick": args.quick, **result})  # fmt: skip
+            print(
+                f"view {'open' if view else 'none'} (pair {pair}): capacity "
+                f"{result['sustained_fps']:.0f} fps, lost {result['frames_lost']}"
+                + (f", {result['view_updates']} view updates, client {result['view_client']}"
+                   if view else "")
+            )  # fmt: skip
+    if not args.view_pairs:
+        return records
+    without, with_view = float(np.median(runs[False])), float(np.median(runs[True]))
+    summary = {
+        "benchmark": "pipeline-view-summary",
+        "backend": backend,
+        "raw_engine_fps": raw,
+        "pairs": args.view_pairs,
+        "capacity_fps_without_view": runs[False],
+        "capacity_fps_with_view": runs[True],
+        "capacity_ratio_view_vs_none": with_view / without,
+        "pair_ratios": [b / a for a, b in zip(runs[False], runs[True], strict=True)],
+        "goal_ratio_at_least": 0.95,
+        "quick": args.quick,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
+    }
+    print(f"capacity with the view open / without: {summary['capacity_ratio_view_vs_none']:.3f} "
+          f"(medians {with_view:.0f} / {without:.0f} fps; pairs {summary['pair_ratios']})")
+    records.append(summary)
+    return records
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,6 +398,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1,
         help="frames per wire message (1: frame by frame, as an Eiger stream interface sends)",
+    )
+    parser.add_argument(
+        "--view-pairs",
+        type=int,
+        default=2,
+        help="capacity runs without / with the browser view open, alternating (0: none)",
     )
     args = parser.parse_args(argv)
     n_frames = 1000 if args.quick else 6000
@@ -306,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{result['cpu_seconds_source_and_stitcher']:.1f} over "
                     f"{result['wall_seconds']:.1f} s"
                 )
+            records += view_comparison(args, endpoint, backend, raw, frames, positions,
+                                       beamline.pixel_size_m)  # fmt: skip
     print(f"stitching alone: {stitch[False]:.0f} patches/s ({stitch[True]:.0f} with alignment)")
     write_records(args.json, records)
     return 0

@@ -120,7 +120,7 @@ def main() -> None:
     RE.subscribe(writer)
     RE.subscribe(LiveMosaicWriter(stitcher, writer, period_s=1.0))
     md = {
-        "sample": args.sample,
+        "sample_name": args.sample,
         "scan_pattern": "spiral",
         "energy_ev": beamline.energy_ev,
         "detector_distance_m": beamline.distance_m,

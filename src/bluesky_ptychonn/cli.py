@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "ioc",
     "tiled",
     "callbacks",
+    "view",
     "bench",
     "continual",
 )

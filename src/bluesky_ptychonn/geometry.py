@@ -25,6 +25,10 @@ ELECTRONVOLT_J = 1.602176634e-19
 HC_EV_M = PLANCK_EV_S * SPEED_OF_LIGHT_M_S  # 1.23984e-6 eV m
 
 
+METRES_PER_UNIT = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "nm": 1e-9}
+"""Motor engineering units a stage may report, in metres per unit."""
+
+
 def wavelength_m(energy_ev: float) -> float:
     """Photon wavelength in metres for a photon energy in eV."""
     if not np.isfinite(energy_ev) or energy_ev <= 0:

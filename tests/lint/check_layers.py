@@ -1,9 +1,9 @@
 """The import-layer check: no lower layer imports a higher one (ARCHITECTURE.md, "Layers").
 
-    geometry, dataset, metrics (and fourier, ports, plots)
+    geometry, dataset, metrics (and fourier, ports, plots, documents)
       < sim, recon, model, stitch            (no bluesky, ophyd, tiled)
       < storage, inference, stream, ioc
-      < devices, plans, callbacks, retrain   (RunEngine side: no torch at import time)
+      < devices, plans, callbacks, retrain, view  (RunEngine side: no torch at import time)
       < session
       < commands, cli, demo
 
@@ -23,16 +23,16 @@ from pathlib import Path
 PACKAGE = "bluesky_ptychonn"
 LAYERS: dict[str, int] = {
     "__init__": 0, "geometry": 0, "dataset": 0, "metrics": 0, "fourier": 0, "ports": 0,
-    "plots": 0,
+    "plots": 0, "documents": 0,
     "sim": 1, "recon": 1, "model": 1, "stitch": 1,
     "storage": 2, "inference": 2, "stream": 2, "ioc": 2,
-    "devices": 3, "plans": 3, "callbacks": 3, "retrain": 3, "studies": 3,
+    "devices": 3, "plans": 3, "callbacks": 3, "retrain": 3, "studies": 3, "view": 3,
     "session": 4,
     "commands": 5, "cli": 5, "demo": 5, "__main__": 5,
 }  # fmt: skip
 NO_BLUESKY_BELOW = 2  # layers 0-1 know nothing of bluesky, ophyd or tiled
 BLUESKY_PACKAGES = ("bluesky", "ophyd", "ophyd_async", "event_model", "tiled")
-RUN_ENGINE_SIDE = ("devices", "plans", "callbacks", "session")  # no torch at import time
+RUN_ENGINE_SIDE = ("devices", "plans", "callbacks", "view", "session")  # no torch at import time
 
 
 @dataclass(frozen=True)

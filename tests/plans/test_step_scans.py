@@ -11,9 +11,9 @@ from bluesky_ptychonn.sim import scans as trajectories
 RUN_ENGINE_KEYS = {"uid", "time", "versions", "scan_id", "plan_type"}
 START_KEYS = {
     "plan_name", "detectors", "motors", "num_points", "hints", "scan_pattern", "scan_extent_m",
-    "scan_step_m", "scan_centre_m", "overlap", "beam_size_m", "energy_ev", "distance_m",
+    "scan_step_m", "scan_centre_m", "overlap", "beam_size_m", "energy_ev", "detector_distance_m",
     "detector_pixel_size_m", "object_pixel_size_m", "detector_name", "sample_name",
-    "exposure_s", "frames_key", "frame_numbers_key", "positions_keys", "simulated",
+    "exposure_s", "frames_key", "frame_numbers_key", "position_keys", "simulated",
 }  # fmt: skip
 
 

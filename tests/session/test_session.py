@@ -86,6 +86,9 @@ def test_a_session_without_services_builds_the_devices_and_an_idle_endpoint_devi
         ("[beamtime]\nx = 1\n", r"unknown settings \['beamtime'\]"),
         ("[continual]\nenabled = 'yes'\n", r"\[continual\]: enabled must be true or false"),
         ("mode = 'real'\n", "mode must be 'sim' or 'epics'"),
+        ("[view]\nport = 70000\n", r"\[view\]: port must be 0-65535"),
+        ("[view]\nmax_rate_hz = 0\n", r"\[view\]: max_rate_hz must be positive"),
+        ("[view]\ntoken = 'abc'\n", r"\[view\]: unknown keys \['token'\]"),
     ],
 )
 def test_bad_configuration_is_refused_naming_the_table_and_key(tmp_path, text, match):
@@ -93,6 +96,21 @@ def test_bad_configuration_is_refused_naming_the_table_and_key(tmp_path, text, m
     path.write_text(text)
     with pytest.raises(ValueError, match=match):
         load_session_config(path)
+
+
+def test_a_view_off_loopback_without_a_token_is_refused_and_nothing_is_left_running(
+    session_file, monkeypatch
+):
+    import threading
+
+    monkeypatch.delenv("BLUESKY_PTYCHONN_VIEW_TOKEN", raising=False)
+    session_file.write_text(
+        session_file.read_text().replace("[tiled]", "[tiled]\nenabled = false")
+        + "\n[view]\nenabled = true\nhost = '0.0.0.0'\n"
+    )
+    with pytest.raises(ValueError, match="without a read-only token"):
+        Session.from_config(session_file)
+    assert not [t for t in threading.enumerate() if t.name.startswith(("live-", "view-"))]
 
 
 def test_defaults_are_the_simulated_beamline_a_local_endpoint_and_embedded_tiled(monkeypatch):

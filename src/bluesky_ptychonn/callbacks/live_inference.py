@@ -12,7 +12,7 @@ process and re-emitted as a derived run (bluesky's `LiveDispatcher`: new start u
 
 Subscribe downstream callbacks (e.g. a `LiveStitcher` without a results address) to it:
 ``inference.subscribe(stitcher)``. The frames' data key and the position keys come from the
-start document (``frames_key``, ``positions_keys``, written by this package's plans) or the
+start document (``frames_key``, ``position_keys``, written by this package's plans) or the
 constructor. Kilohertz fly scans do not carry frames in documents: their frames go to the
 inference endpoint out of band.
 """
@@ -26,6 +26,8 @@ import numpy as np
 from bluesky.callbacks.stream import LiveDispatcher
 from event_model import unpack_event_page
 
+from ..documents import read_start
+
 log = logging.getLogger(__name__)
 
 STREAM_NAME = "ptychonn"
@@ -38,7 +40,7 @@ class LiveInference(LiveDispatcher):
         engine: an inference engine (``bluesky_ptychonn.inference.load_engine(...)``).
         frames_key: data key of the frames (default: the start document's ``frames_key``).
         position_keys: (y key, x key) of the beam position in metres (default: the start
-            document's ``positions_keys``).
+            document's ``position_keys``).
     """
 
     def __init__(
@@ -58,7 +60,7 @@ class LiveInference(LiveDispatcher):
 
     def start(self, doc: dict[str, Any], _md: dict[str, Any] | None = None) -> None:
         self.frames_key = self._frames_key_override or doc.get("frames_key")
-        keys = self._position_keys_override or doc.get("positions_keys")
+        keys = self._position_keys_override or read_start(doc).get("position_keys")
         self.position_keys = tuple(keys) if keys else None
         self.frames_inferred = 0
         md = {

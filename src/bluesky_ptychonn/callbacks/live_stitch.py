@@ -56,6 +56,7 @@ from bluesky.callbacks.core import CallbackBase
 from ..stitch.accumulate import warm_up
 from ..stitch.mosaic import Mosaic, MosaicSnapshot
 from ..stitch.weights import gaussian_weight, probe_patch_weight
+from ..stream.payloads import ResultsPayload
 from ..stream.sockets import ResultCollector, ResultSubscriber
 from ..stream.wire import Message
 from .mosaic_source import SnapshotConsumer
@@ -362,21 +363,21 @@ class LiveStitcher(CallbackBase):
         if message.kind == "rejected":
             run.frames_rejected += len(message.frame_ids)
             return
+        results = ResultsPayload.from_message(message)  # PayloadError names what is wrong
+        if results.positions_m is None:
+            raise ValueError("result message without positions: cannot place the patches")
         fresh = run.collector.new_indices(message)
         if not fresh.size:
             return
-        if message.positions_m is None:
-            raise ValueError("result message without positions: cannot place the patches")
-        phase = message.arrays["phase"][fresh]
-        amplitude = message.arrays.get("amplitude")
+        phase = results.phase[fresh]
+        amplitude = results.amplitude
         with self._lock:
             if run.mosaic is None:
-                scale = float(message.extra.get("pixel_scale", 1.0))
-                run.mosaic = self._new_mosaic(run, phase.shape[1:], scale)
+                run.mosaic = self._new_mosaic(run, phase.shape[1:], results.pixel_scale)
             run.mosaic.add(
-                phase, None if amplitude is None else amplitude[fresh], message.positions_m[fresh]
+                phase, None if amplitude is None else amplitude[fresh], results.positions_m[fresh]
             )
-            run.model_version = message.model_version or run.model_version
+            run.model_version = results.model_version or run.model_version
 
     def _listen(self) -> None:
         while not self._closing.is_set():

@@ -7,9 +7,12 @@ source (anything with ``snapshot() -> MosaicSnapshot | None``, e.g. the `LiveSti
 * redraws a matplotlib figure: an interactive window when a GUI backend is running, else (on a
   headless machine) the figure is written as a PNG to ``png_path`` after every update;
 * publishes the snapshot on a ZMQ PUB socket (``publish_address``, loopback by default) as a
-  wire message of kind ``"mosaic"`` (arrays ``phase``, ``amplitude``, ``weights``; ``extra``
-  holds ``pixel_size_m``, ``origin_m``, ``frames_used``, ``model_version``), so any dashboard
-  in any process can show it.
+  `stream.payloads.MosaicPayload` (wire kind ``"mosaic"``: arrays ``phase``, ``amplitude``,
+  ``weights``; ``pixel_size_m``, ``origin_m``, ``frames_used``, ``model_version``), so any
+  dashboard in any process can show it (``MosaicPayload.from_message``).
+
+The browser view (panels, numbers, continual learning) is `view.LiveView`; this one draws a
+PNG for a headless session.
 
 Nothing runs in the RunEngine's thread but a flag: the periodic updates run on the view's own
 thread, and the final picture of a run comes from the source's final snapshot when the source
@@ -27,8 +30,8 @@ from typing import Any
 
 from bluesky.callbacks.core import CallbackBase
 
+from ..stream.payloads import MosaicPayload
 from ..stream.sockets import ResultPublisher
-from ..stream.wire import Message
 from .mosaic_source import FinalMosaicSource
 
 log = logging.getLogger(__name__)
@@ -114,22 +117,17 @@ class LiveMosaicView(CallbackBase):
     def _show(self, snapshot: Any, run_uid: str) -> None:
         if self.publisher is not None:
             self.publisher.publish(
-                Message(
-                    kind="mosaic",
-                    arrays={
-                        "phase": snapshot.phase,
-                        "amplitude": snapshot.amplitude,
-                        "weights": snapshot.weights,
-                    },
+                MosaicPayload(
                     run_uid=run_uid,
+                    phase=snapshot.phase,
+                    amplitude=snapshot.amplitude,
+                    weights=snapshot.weights,
+                    pixel_size_m=snapshot.pixel_size_m,
+                    origin_m=tuple(snapshot.origin_m),
+                    frames_used=snapshot.frames_used,
+                    model_version=snapshot.model_version or "",
                     timestamp=time.time(),
-                    model_version=snapshot.model_version or None,
-                    extra={
-                        "pixel_size_m": snapshot.pixel_size_m,
-                        "origin_m": list(snapshot.origin_m),
-                        "frames_used": snapshot.frames_used,
-                    },
-                )
+                ).to_message()
             )
         if self.png_path is not None:
             self._draw(snapshot)

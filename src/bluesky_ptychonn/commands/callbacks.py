@@ -42,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
         config.data_dir = Path(args.data_dir)
     api_key = os.environ.get(config.tiled.api_key_env) if args.tiled else None
     graph = build_callbacks(
-        config, results_address=args.results, tiled_uri=args.tiled, api_key=api_key
+        config,
+        results_address=args.results,
+        tiled_uri=args.tiled,
+        api_key=api_key,
+        control_address=args.control,
     )
     if not graph.callbacks:
         raise ValueError("nothing to run: give --results (stitching) and/or --tiled")
@@ -64,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
                 "results": args.results,
                 "tiled": args.tiled,
                 "callbacks": [type(c).__name__ for c in graph.callbacks],
+                "view": None if graph.view is None else graph.view.url,
             }
         )
     )
@@ -95,6 +100,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the proxy's output address, host:port (default 127.0.0.1:5578)",
     )
     parser.add_argument("--results", help="the inference endpoint's result address (tcp://...)")
+    parser.add_argument(
+        "--control",
+        help="the endpoint's control address (tcp://...): the browser view ([view] enabled) "
+        "shows its status",
+    )
     parser.add_argument(
         "--tiled", help="Tiled server URI to write runs and mosaics to (key from $TILED_API_KEY)"
     )

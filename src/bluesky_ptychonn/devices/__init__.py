@@ -13,11 +13,21 @@ May import ``sim``, ``geometry``, ``ioc`` (its hardware model and in-process PVs
 ``plans`` or ``callbacks``.
 """
 
-from .areadetector import EigerDetector, Medipix3Detector, PtychoDetector
-from .connection import connect
-from .flyer import FlyTrajectory, PtychoFlyer
-from .sim import SimEiger, SimMedipix3, SimStage, make_sim_devices
-from .stage import SampleStage, TrajectoryScan
+
+_LAZY = {
+    "EigerDetector": ".areadetector",
+    "Medipix3Detector": ".areadetector",
+    "PtychoDetector": ".areadetector",
+    "connect": ".connection",
+    "FlyTrajectory": ".flyer",
+    "PtychoFlyer": ".flyer",
+    "SimEiger": ".sim",
+    "SimMedipix3": ".sim",
+    "SimStage": ".sim",
+    "make_sim_devices": ".sim",
+    "SampleStage": ".stage",
+    "TrajectoryScan": ".stage",
+}
 
 __all__ = [
     "EigerDetector",
@@ -33,3 +43,19 @@ __all__ = [
     "connect",
     "make_sim_devices",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import a public name's module on first use (PEP 562), so that importing one module of
+    this package does not load the others (and their heavy dependencies)."""
+    import importlib
+
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

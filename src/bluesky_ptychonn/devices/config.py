@@ -48,7 +48,8 @@ ENV_VAR = "BLUESKY_PTYCHONN_BEAMLINE"
 SECTIONS = {"mode", "connection_timeout_s", "on_disconnected", "stage", "eiger", "medipix3", "sim"}
 #: tables of the same file that the session reads (bluesky_ptychonn.session.config)
 SESSION_SECTIONS = {
-    "data_dir", "endpoint", "tiled", "stitcher", "live_view", "callbacks", "continual", "agent",
+    "data_dir", "endpoint", "tiled", "stitcher", "live_view", "view", "callbacks", "continual",
+    "agent",
 }  # fmt: skip
 HUTCH_OPTIONS = {"prefix", "motor_egu", "motor_sign", "velocity_m_s", "acceleration_s"}
 

@@ -27,7 +27,7 @@ from ophyd import FormattedComponent as FCpt
 from ophyd.signal import DerivedSignal
 from ophyd.status import AndStatus
 
-from ..ioc.hardware import METRES_PER_UNIT
+from ..geometry import METRES_PER_UNIT
 
 EGU_ALIASES = {
     "m": "m", "meter": "m", "metre": "m", "mm": "mm", "millimeter": "mm", "millimetre": "mm",

@@ -10,8 +10,18 @@ top of this. May import ``model`` (and what it imports); never ``stream``, ``dev
 anything that knows bluesky. onnxruntime and tensorrt are optional and imported lazily.
 """
 
-from .engine import MAX_BATCH, BackendUnavailable, EngineInfo, EngineInputError, InferenceEngine
-from .loader import BACKENDS, BackendChoice, available_backends, load_engine
+
+_LAZY = {
+    "MAX_BATCH": ".engine",
+    "BackendUnavailable": ".engine",
+    "EngineInfo": ".engine",
+    "EngineInputError": ".engine",
+    "InferenceEngine": ".engine",
+    "BACKENDS": ".loader",
+    "BackendChoice": ".loader",
+    "available_backends": ".loader",
+    "load_engine": ".loader",
+}
 
 __all__ = [
     "BACKENDS",
@@ -24,3 +34,19 @@ __all__ = [
     "available_backends",
     "load_engine",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import a public name's module on first use (PEP 562), so that importing one module of
+    this package does not load the others (and their heavy dependencies)."""
+    import importlib
+
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from ..stream.payloads import FramesPayload, PayloadError, RejectedPayload, ResultsPayload
 from ..stream.sockets import LOOPBACK, FrameReceiver, ResultPublisher, tcp_address
 from ..stream.wire import Message
 
@@ -292,14 +293,15 @@ class EndpointServer:
         self.totals[key] += len(indices)
         setattr(self.run, key, getattr(self.run, key) + len(indices))
         self.reject_reasons[reason] += len(indices)
-        answer = Message(
-            kind="rejected",
+        answer = RejectedPayload(
             run_uid=message.run_uid,
-            timestamp=message.timestamp,
             frame_ids=[message.frame_ids[i] for i in indices],
-            extra={"reason": reason, "dropped": dropped, "endpoint": self.config.name},
+            reason=reason,
+            dropped=dropped,
+            endpoint=self.config.name,
+            timestamp=message.timestamp,
         )
-        self._publish(answer)
+        self._publish(answer.to_message())
 
     def _frame_problem(self, frames: np.ndarray) -> list[str | None]:
         """One reason per frame (None: good)."""
@@ -318,14 +320,14 @@ class EndpointServer:
             if message is None:
                 continue
             arrived = time.time()
-            frames = message.arrays.get("frames")
-            if message.kind != "frames" or frames is None or frames.ndim != 3 \
-                    or len(message.frame_ids) != frames.shape[0]:  # fmt: skip
+            try:
+                payload = FramesPayload.from_message(message)
+            except PayloadError as error:  # answered, so that the sender does not resend it
                 if message.frame_ids:
                     self._reject(message, list(range(len(message.frame_ids))),
-                                 "a frames message needs an (N, h, w) 'frames' array and N ids",
-                                 dropped=False)  # fmt: skip
+                                 error.reason, dropped=False)  # fmt: skip
                 continue
+            frames = payload.frames
             self.totals["received"] += len(frames)
             if message.run_uid == self.run.run_uid:
                 self.run.received += len(frames)
@@ -340,10 +342,10 @@ class EndpointServer:
                 room = self.config.buffer_frames - len(self._queue)
                 accepted, overflow = good[: max(room, 0)], good[max(room, 0) :]
                 for index in accepted:
-                    position = None if message.positions_m is None else message.positions_m[index]
+                    position = None if payload.positions_m is None else payload.positions_m[index]
                     self._queue.append(
-                        _Item(frames[index], message.frame_ids[index], position,
-                              message.timestamp, message.run_uid, arrived)
+                        _Item(frames[index], payload.frame_ids[index], position,
+                              payload.timestamp, payload.run_uid, arrived)
                     )  # fmt: skip
                 self._queue_ready.notify()
             if overflow:
@@ -416,24 +418,19 @@ class EndpointServer:
             version = engine.info.model_version
         positions = [item.position for item in items]
         now = time.time()
-        message = Message(
-            kind="results",
-            arrays={
-                "phase": np.ascontiguousarray(output[:, 0]),
-                "amplitude": np.ascontiguousarray(output[:, 1]),
-                "created": np.array([item.created for item in items], dtype=np.float64),
-            },
+        message = ResultsPayload(
             run_uid=items[0].run_uid,
-            timestamp=now,
             frame_ids=[item.frame_id for item in items],
+            phase=output[:, 0],
+            amplitude=output[:, 1],
             positions_m=None if any(p is None for p in positions) else np.stack(positions),
             model_version=version,
             # patch pixel size over the full frame's object pixel size (crop coarsens it)
-            extra={
-                "endpoint": self.config.name,
-                "pixel_scale": engine.preprocessing.object_patch_geometry(1.0)[0],
-            },
-        )
+            pixel_scale=engine.preprocessing.object_patch_geometry(1.0)[0],
+            created=np.array([item.created for item in items], dtype=np.float64),
+            endpoint=self.config.name,
+            timestamp=now,
+        ).to_message()
         # count before publishing: whoever sees the result may ask for the counts at once
         self.totals["inferred"] += len(items)
         self.totals["batches"] += 1

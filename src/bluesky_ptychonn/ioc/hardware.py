@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from ..geometry import METRES_PER_UNIT
 from ..sim import SimBeamline, SimBeamlineConfig
 from .hdf5 import StreamFile
 from .pvs import PVDatabase, PVSpec, add_ro, add_rw
@@ -54,7 +55,6 @@ from .softpv import SoftPVDatabase
 
 log = logging.getLogger(__name__)
 
-METRES_PER_UNIT = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "nm": 1e-9}
 """Engineering units a stage may report, in metres per unit."""
 
 DETECTOR_STATES = (

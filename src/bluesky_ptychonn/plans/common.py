@@ -16,7 +16,7 @@ downstream code needs and nothing else:
 * ``detector_pixel_size_m``: pixel pitch of the delivered (binned) frames, m;
 * ``object_pixel_size_m``: ``wavelength * distance / (frame width * pixel size)``, m;
 * ``detector_name``: "eiger" or "medipix3"; ``sample_name``; ``exposure_s`` (s per frame);
-* ``frames_key``, ``frame_numbers_key``, ``positions_keys``: the data keys of the frames,
+* ``frames_key``, ``frame_numbers_key``, ``position_keys``: the data keys of the frames,
   the frame numbers and the (y, x) beam positions (m);
 * ``simulated``: True when the devices are simulated twins.
 
@@ -147,7 +147,7 @@ def scan_setup(
         "overlap": None if overlap is None else float(overlap),
         "beam_size_m": float(beam_size_m),
         "energy_ev": geometry["energy_ev"],
-        "distance_m": geometry["distance_m"],
+        "detector_distance_m": geometry["distance_m"],
         "detector_pixel_size_m": geometry["detector_pixel_size_m"],
         "object_pixel_size_m": geometry["object_pixel_size_m"],
         "detector_name": primary.model_name,
@@ -155,7 +155,7 @@ def scan_setup(
         "exposure_s": exposure,
         "frames_key": primary.image.name,
         "frame_numbers_key": primary.frame_number.name,
-        "positions_keys": [y_key, x_key],
+        "position_keys": [y_key, x_key],
         "simulated": hasattr(stage, "hutch"),
         "hints": {"dimensions": [[[x_key], "primary"], [[y_key], "primary"]]},
     }

@@ -11,21 +11,26 @@ become labels (`assessment`) and the summary figure (`figure`). A diverged run r
 of bluesky, devices, plans or callbacks.
 """
 
-from .ap import APTask
-from .api import make_task, reconstruct
-from .epie import EPIETask
-from .options import (
-    APOptions,
-    DivergenceOptions,
-    EPIEOptions,
-    ObjectOptions,
-    ProbeOptions,
-    SyncOptions,
-    options_from_dict,
-    options_to_dict,
-)
-from .phase_sync import SyncResult, synchronise_exit_waves, synchronise_frames
-from .task import ReconstructionDiverged, ReconstructionTask
+
+_LAZY = {
+    "APTask": ".ap",
+    "make_task": ".api",
+    "reconstruct": ".api",
+    "EPIETask": ".epie",
+    "APOptions": ".options",
+    "DivergenceOptions": ".options",
+    "EPIEOptions": ".options",
+    "ObjectOptions": ".options",
+    "ProbeOptions": ".options",
+    "SyncOptions": ".options",
+    "options_from_dict": ".options",
+    "options_to_dict": ".options",
+    "SyncResult": ".phase_sync",
+    "synchronise_exit_waves": ".phase_sync",
+    "synchronise_frames": ".phase_sync",
+    "ReconstructionDiverged": ".task",
+    "ReconstructionTask": ".task",
+}
 
 __all__ = [
     "APOptions",
@@ -46,3 +51,19 @@ __all__ = [
     "synchronise_exit_waves",
     "synchronise_frames",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import a public name's module on first use (PEP 562), so that importing one module of
+    this package (``phase_sync`` for the stitcher) does not load the others (torch)."""
+    import importlib
+
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..documents import read_start
 from .loop import ContinualLoop, ScanRecord
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 
 def is_ptychography(start: Mapping[str, Any]) -> bool:
     """A run the loop can learn from: its start document names the scan geometry."""
-    has_distance = "detector_distance_m" in start or "distance_m" in start
-    return bool(start.get("energy_ev")) and has_distance
+    start = read_start(start, warn=False)  # recorded runs may spell it distance_m
+    return bool(start.get("energy_ev")) and "detector_distance_m" in start
 
 
 class TiledRunSource:

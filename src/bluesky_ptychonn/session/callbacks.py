@@ -29,6 +29,7 @@ class CallbackGraph:
         tiled_writer: `SpooledTiledWriter` (runs, and the mosaic writer's results).
         mosaic_writer: `LiveMosaicWriter` of the stitcher into the Tiled writer.
         catalog: a `TiledCatalog` on the same server (read/write).
+        view: `view.LiveView` (the browser view: ``view.url``).
     """
 
     stitcher: Any = None
@@ -36,11 +37,14 @@ class CallbackGraph:
     tiled_writer: Any = None
     mosaic_writer: Any = None
     catalog: Any = None
+    view: Any = None
 
     @property
     def callbacks(self) -> list[Any]:
         """The document callbacks, in the order to subscribe them."""
-        parts = (self.stitcher, self.live_view, self.tiled_writer, self.mosaic_writer)
+        parts = (
+            self.stitcher, self.live_view, self.view, self.tiled_writer, self.mosaic_writer
+        )  # fmt: skip
         return [part for part in parts if part is not None]
 
     def wait(self, timeout_s: float = 120.0) -> bool:
@@ -60,6 +64,7 @@ class CallbackGraph:
         steps = (
             ("stitcher", lambda s: s.close()),
             ("live_view", lambda v: v.close()),
+            ("view", lambda v: v.close()),
             ("tiled_writer", lambda w: w.close(timeout_s=timeout_s)),
         )
         for name, step in steps:
@@ -79,13 +84,35 @@ def build_callbacks(
     results_address: str | None,
     tiled_uri: str | None,
     api_key: str | None,
+    control_address: str | None = None,
+    frame_source: Any = None,
 ) -> CallbackGraph:
-    """The callback graph of ``config``: a stitcher (and its live view and mosaic writer) when
-    ``results_address`` is given, Tiled writers when ``tiled_uri`` is given."""
+    """The callback graph of ``config``: a stitcher (and its live view, mosaic writer and,
+    with ``[view] enabled``, the browser view) when ``results_address`` is given, Tiled writers
+    when ``tiled_uri`` is given. The browser view polls the endpoint's status at
+    ``control_address`` and shows ``frame_source``'s frames (a detector frame stream) when
+    given."""
+    graph = CallbackGraph()
+    try:
+        _build(graph, config, results_address, tiled_uri, api_key, control_address, frame_source)
+    except BaseException:
+        graph.close(timeout_s=5.0)  # what was built before the failure stops its threads
+        raise
+    return graph
+
+
+def _build(
+    graph: CallbackGraph,
+    config: SessionConfig,
+    results_address: str | None,
+    tiled_uri: str | None,
+    api_key: str | None,
+    control_address: str | None,
+    frame_source: Any,
+) -> None:
     from ..callbacks.live_stitch import LiveStitcher
     from ..callbacks.live_view import LiveMosaicView
 
-    graph = CallbackGraph()
     if results_address is not None:
         stitch = config.stitcher
         graph.stitcher = LiveStitcher(
@@ -105,6 +132,21 @@ def build_callbacks(
                 png_path=png or config.data_dir / "live-mosaic.png",
                 publish_address=view.publish_address,
             )
+        if config.view.enabled:
+            from ..view.live import LiveView
+
+            settings = config.view
+            graph.view = LiveView(
+                graph.stitcher,
+                results_addresses=results_address,
+                control_address=control_address,
+                frame_source=frame_source,
+                host=settings.host,
+                port=settings.port,
+                token=settings.token,
+                max_rate_hz=settings.max_rate_hz,
+                status_period_s=settings.status_period_s,
+            )
     if tiled_uri is not None:
         from ..callbacks.tiled_mosaic import LiveMosaicWriter
         from ..callbacks.tiled_writer import SpooledTiledWriter
@@ -123,4 +165,3 @@ def build_callbacks(
             graph.mosaic_writer = LiveMosaicWriter(
                 graph.stitcher, graph.tiled_writer, period_s=settings.mosaic_period_s
             )
-    return graph

@@ -24,6 +24,9 @@ naming the table and the keys it knows. Units are in the names (``_s``, ``_m``).
     [live_view]
     period_s = 1.0             # png_path defaults to <data_dir>/live-mosaic.png
 
+    [view]                     # the live view in a browser (off by default)
+    enabled = false            # true: session.view.url (loopback, a free port by default)
+
     [callbacks]
     process = false            # true: stitcher, view and writers in a child process over 0MQ
 
@@ -56,6 +59,7 @@ __all__ = [
     "SessionConfig",
     "StitcherSettings",
     "TiledSettings",
+    "ViewSettings",
     "default_session_dir",
     "load_session_config",
 ]
@@ -163,6 +167,33 @@ class LiveViewSettings:
 
 
 @dataclass
+class ViewSettings:
+    """``[view]``: the live view in a browser (`view.LiveView`).
+
+    Attributes:
+        enabled: serve the page (``session.view.url``).
+        host: the address to listen on; anything but loopback needs a token.
+        port: the TCP port (0: a free one, named by ``session.view.url``).
+        token_env: the environment variable holding the read-only token (required off
+            loopback; at least 16 characters). Unset or empty: no token.
+        max_rate_hz: the most updates a second of the page (images and numbers); the newest
+            wins, what arrives in between is not shown.
+        status_period_s: seconds between polls of the endpoint's status.
+    """
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 0
+    token_env: str = "BLUESKY_PTYCHONN_VIEW_TOKEN"
+    max_rate_hz: float = 5.0
+    status_period_s: float = 1.0
+
+    @property
+    def token(self) -> str | None:
+        return os.environ.get(self.token_env) or None
+
+
+@dataclass
 class CallbacksSettings:
     """``[callbacks]``: where the stitcher, live view and Tiled writers run.
 
@@ -186,6 +217,7 @@ SESSION_TABLES = {
     "tiled": TiledSettings,
     "stitcher": StitcherSettings,
     "live_view": LiveViewSettings,
+    "view": ViewSettings,
     "callbacks": CallbacksSettings,
 }
 FREE_TABLES = ("continual", "agent")  # handed on as they are (checked by their owners)
@@ -199,7 +231,7 @@ class SessionConfig:
     Attributes:
         beamline: the devices' settings, as `devices.config.build_devices` takes them.
         data_dir: the session's folder.
-        endpoint, tiled, stitcher, live_view, callbacks: the tables, as dataclasses.
+        endpoint, tiled, stitcher, live_view, view, callbacks: the tables, as dataclasses.
         continual: the ``[continual]`` table as written (``enabled`` and the dispatcher's keys).
         agent: the ``[agent]`` table as written.
         source: the file it was read from (None: defaults or a dict).
@@ -211,6 +243,7 @@ class SessionConfig:
     tiled: TiledSettings = field(default_factory=TiledSettings)
     stitcher: StitcherSettings = field(default_factory=StitcherSettings)
     live_view: LiveViewSettings = field(default_factory=LiveViewSettings)
+    view: ViewSettings = field(default_factory=ViewSettings)
     callbacks: CallbacksSettings = field(default_factory=CallbacksSettings)
     continual: dict[str, Any] = field(default_factory=dict)
     agent: dict[str, Any] = field(default_factory=dict)
@@ -256,6 +289,11 @@ class SessionConfig:
                 f"{where} [endpoint]: a remote endpoint needs frames, results and control "
                 f"addresses; only {given} given"
             )
+        view = tables["view"]
+        if not 0 <= view.port < 65536:
+            raise ValueError(f"{where} [view]: port must be 0-65535, got {view.port}")
+        if not view.max_rate_hz > 0:
+            raise ValueError(f"{where} [view]: max_rate_hz must be positive")
         proxy = [tables["callbacks"].proxy_in, tables["callbacks"].proxy_out]
         if any(proxy) and not all(proxy):
             raise ValueError(f"{where} [callbacks]: give both proxy_in and proxy_out, or neither")

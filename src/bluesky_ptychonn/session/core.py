@@ -56,8 +56,9 @@ class Session:
             simulation).
         stage, detector, endpoint: the stage, the detector whose frames are inferred, the
             `InferenceEndpoint` device (None when ``[endpoint] enabled = false``).
-        stitcher, live_view, tiled_writer, mosaic_writer, dispatcher: the callbacks (None when
-            not configured, not started, or in another process).
+        stitcher, live_view, view, tiled_writer, mosaic_writer, dispatcher: the callbacks (None
+            when not configured, not started, or in another process); ``view.url`` is the
+            browser view's page.
         remote_callbacks: the `RemoteCallbacks` (proxy, callbacks process, publisher) with
             ``[callbacks] process = true``, else None.
         tiled_client: a read/write ``tiled.client`` node (the catalog's root), or None.
@@ -233,13 +234,25 @@ class Session:
             from .remote import RemoteCallbacks
 
             self.remote_callbacks = RemoteCallbacks(
-                config, results_address=results, tiled_uri=tiled_uri, api_key=api_key
+                config,
+                results_address=results,
+                tiled_uri=tiled_uri,
+                api_key=api_key,
+                control_address=None if self.endpoint is None else self.endpoint.control_address,
             ).start()
             self._subscribe(self.remote_callbacks.publisher)
             self.catalog = None if tiled_uri is None else connect(tiled_uri, api_key=api_key)
         else:
+            hutch = self.devices.get("hutch")
             self.graph = build_callbacks(
-                config, results_address=results, tiled_uri=tiled_uri, api_key=api_key
+                config,
+                results_address=results,
+                tiled_uri=tiled_uri,
+                api_key=api_key,
+                control_address=None if self.endpoint is None else self.endpoint.control_address,
+                frame_source=None
+                if hutch is None or self.endpoint is None
+                else hutch.detectors[config.endpoint.detector],
             )
             for callback in self.graph.callbacks:
                 self._subscribe(callback)
@@ -271,6 +284,8 @@ class Session:
 
             # the loop's state as a device: bps.rd(continual.state), or a run's baseline
             self.devices["continual"] = status_device(self.dispatcher)
+            if self.view is not None:
+                self.view.watch_continual(self.dispatcher)
 
     def _subscribe(self, callback: Any) -> None:
         self._tokens.append(self.RE.subscribe(callback))
@@ -346,6 +361,11 @@ class Session:
         return self.graph.live_view
 
     @property
+    def view(self) -> Any:
+        """The browser view (``[view] enabled = true``; ``session.view.url``), or None."""
+        return self.graph.view
+
+    @property
     def tiled_writer(self) -> Any:
         return self.graph.tiled_writer
 
@@ -370,6 +390,8 @@ class Session:
             lines.append(f"  Tiled: {self.tiled_uri} (session.catalog, session.tiled_client)")
         if self.live_view is not None and self.live_view.png_path is not None:
             lines.append(f"  live mosaic: {self.live_view.png_path}")
+        if self.view is not None:
+            lines.append(f"  live view in a browser: {self.view.url}")
         if self.dispatcher is not None:
             lines.append("  continual learning: on")
         return "\n".join(lines)

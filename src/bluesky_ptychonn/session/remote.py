@@ -28,6 +28,7 @@ class RemoteCallbacks:
     Args:
         config: the session's configuration (its ``source`` file goes to the child).
         results_address: the endpoint's results (None: no stitching).
+        control_address: the endpoint's control socket (the browser view polls its status).
         tiled_uri, api_key: where the child writes (None: no Tiled).
     """
 
@@ -38,9 +39,11 @@ class RemoteCallbacks:
         results_address: str | None,
         tiled_uri: str | None,
         api_key: str | None,
+        control_address: str | None = None,
     ):
         self.config = config
         self.results_address = results_address
+        self.control_address = control_address
         self.tiled_uri = tiled_uri
         self.api_key = api_key
         self.proxy: subprocess.Popen | None = None
@@ -73,6 +76,8 @@ class RemoteCallbacks:
                    "--zmq", self.proxy_out, "--data-dir", str(self.config.data_dir)]  # fmt: skip
         if self.results_address:
             command += ["--results", self.results_address]
+        if self.control_address:
+            command += ["--control", self.control_address]
         if self.tiled_uri:
             command += ["--tiled", self.tiled_uri]
         if self.config.source is not None:

@@ -37,6 +37,23 @@ from .synchronise import SYNC_PIXELS, GlobalPhases, KeptPatches, global_phases
 MIN_OVERLAP_WEIGHT = 1e-6  # canvas weight below which a pixel counts as empty
 
 
+def covering_grid(
+    positions_m: np.ndarray,
+    pixel_size_m: float,
+    patch_shape: tuple[int, int],
+    margin_px: int = 2,
+) -> PixelGrid:
+    """The canvas that covers every patch of ``patch_shape`` centred at ``positions_m``
+    ((N, 2) (y, x) metres), its origin snapped to a whole multiple of the pixel size (so
+    canvases of different scans at one pixel size share one pixel lattice)."""
+    positions_m = as_positions_m(positions_m)
+    half = np.array(patch_shape) // 2 + margin_px
+    lo = np.floor((positions_m.min(axis=0) - half * pixel_size_m) / pixel_size_m) * pixel_size_m
+    hi = positions_m.max(axis=0) + half * pixel_size_m
+    shape = tuple(int(n) for n in np.ceil((hi - lo) / pixel_size_m).astype(int) + 1)
+    return PixelGrid(pixel_size_m, (float(lo[0]), float(lo[1])), shape)
+
+
 @dataclass
 class MosaicSnapshot:
     """The mosaic at one moment, as a stitcher hands it over (copies, safe to keep).
@@ -143,12 +160,8 @@ class Mosaic:
         The canvas origin is snapped to a whole multiple of the pixel size, so mosaics of
         different scans at one pixel size share one pixel lattice.
         """
-        positions_m = as_positions_m(positions_m)
-        half = np.array(weight.shape) // 2 + margin_px
-        lo = np.floor((positions_m.min(axis=0) - half * pixel_size_m) / pixel_size_m) * pixel_size_m
-        hi = positions_m.max(axis=0) + half * pixel_size_m
-        shape = tuple(int(n) for n in np.ceil((hi - lo) / pixel_size_m).astype(int) + 1)
-        return cls(PixelGrid(pixel_size_m, (float(lo[0]), float(lo[1])), shape), weight, **options)
+        grid = covering_grid(positions_m, pixel_size_m, weight.shape, margin_px)
+        return cls(grid, weight, **options)
 
     def add(
         self, phase: np.ndarray, amplitude: np.ndarray | None, positions_m: np.ndarray

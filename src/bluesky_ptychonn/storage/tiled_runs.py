@@ -3,23 +3,24 @@
 A run written by ``TiledWriter`` is read with plain Tiled clients; this module only adds the
 ptychography conventions.
 
-The start document of a ptychography run carries (the devices and plans write them; see
-`dataset_from_run`). Where two spellings exist, both are read (the first wins):
+The start document of a ptychography run carries the keys of `documents.PtychographyStart`
+(the devices and plans write them; see `dataset_from_run`); older spellings of recorded runs
+(``distance_m``, ``positions_keys``, ``sample``) are read through `documents.read_start`, with
+a DeprecationWarning:
 
 ====================================  ===============================================  ======
 key                                   meaning                                          needed
 ====================================  ===============================================  ======
 ``energy_ev``                         photon energy, eV                                yes
-``detector_distance_m``/``distance_m``  sample-to-detector distance, m                 yes
+``detector_distance_m``               sample-to-detector distance, m                   yes
 ``detector_pixel_size_m``             (binned) detector pixel pitch, m                 yes
 ``object_pixel_size_m``               object pixel size, m (checked against geometry)  no
-``sample``/``sample_name``            sample name (searchable)                         no
+``sample_name``                       sample name (searchable)                         no
 ``scan_pattern``                      "spiral", "raster", "sparse", ...                no
 ``beam_size_m``                       beam size on the sample, m                       no
 ``overlap``                           requested overlap ratio                          no
 ``frames_key``                        data key of the detector frames                  no
-``position_keys``/``positions_keys``  {"y": key, "x": key} or [y key, x key] of the    no
-                                      (y, x) beam positions
+``position_keys``                     [y key, x key] of the (y, x) beam positions      no
 ====================================  ===============================================  ======
 
 Without ``frames_key`` the frames are the one data key of the stream whose readings are 2-D;
@@ -45,6 +46,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..dataset import PtychoDataset
+from ..documents import REQUIRED_START_KEYS, read_start
 from .tiled_catalog import TiledCatalog, connect, open_node
 
 __all__ = [
@@ -61,7 +63,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-REQUIRED_START_KEYS = ("energy_ev", "detector_distance_m", "detector_pixel_size_m")
 _LENGTH_UNITS = {
     "m": 1.0,
     "metre": 1.0,
@@ -104,8 +105,8 @@ def find_runs(
 
     Args:
         catalog: a `TiledCatalog` or a container of runs (``from_uri(...)["raw"]``).
-        sample: start document ``sample`` (runs that name it ``sample_name`` are found when
-            no run has ``sample``).
+        sample: start document ``sample_name`` (runs recorded with the older ``sample`` are
+            found when no run has ``sample_name``).
         plan: start document ``plan_name`` (e.g. "list_scan").
         since, until: start time bounds (epoch seconds, ISO 8601 text, date or datetime;
             naive times are local time); ``until`` is exclusive.
@@ -115,8 +116,8 @@ def find_runs(
 
     runs = catalog.raw if isinstance(catalog, TiledCatalog) else catalog
     if sample is not None:
-        by_sample = runs.search(Key("start.sample") == sample)
-        runs = by_sample if len(by_sample) else runs.search(Key("start.sample_name") == sample)
+        by_name = runs.search(Key("start.sample_name") == sample)
+        runs = by_name if len(by_name) else runs.search(Key("start.sample") == sample)
     equal = {"plan_name": plan, **start}
     for name, value in equal.items():
         if value is not None:
@@ -154,23 +155,14 @@ def _frames_key(data_keys: dict[str, Any], start: dict[str, Any]) -> str:
     return images[0]
 
 
-def _first(start: dict[str, Any], *names: str) -> Any:
-    for name in names:
-        if start.get(name) is not None:
-            return start[name]
-    return None
-
-
 def sample_of(start: dict[str, Any]) -> str | None:
-    """The sample name of a start document (``sample``, else ``sample_name``)."""
-    return _first(start, "sample", "sample_name")
+    """The sample name of a start document (``sample_name``; older runs: ``sample``)."""
+    return read_start(start, warn=False).get("sample_name")
 
 
 def _position_keys(data_keys: dict[str, Any], start: dict[str, Any]) -> tuple[str, str]:
-    keys = _first(start, "position_keys", "positions_keys")
+    keys = start.get("position_keys")  # normalised by read_start: [y key, x key]
     if keys:
-        if isinstance(keys, dict):
-            return str(keys["y"]), str(keys["x"])
         y_key, x_key = keys
         return str(y_key), str(x_key)
     scalars = [k for k, v in data_keys.items() if not (v.get("shape") or [])]
@@ -183,7 +175,7 @@ def _position_keys(data_keys: dict[str, Any], start: dict[str, Any]) -> tuple[st
     raise ValueError(
         f"cannot tell which readings are the y and x positions (motors: "
         f"{start.get('motors')}, scalar data keys: {scalars}); pass position_keys=(y, x) or "
-        "put position_keys={'y': ..., 'x': ...} in the start document"
+        "put position_keys=[y key, x key] in the start document"
     )
 
 
@@ -210,13 +202,13 @@ def dataset_from_run(
     """
     if translation_sign not in (1, -1) or isinstance(translation_sign, bool):
         raise ValueError(f"translation_sign must be +1 or -1, got {translation_sign!r}")
-    start = dict(run.metadata["start"])
+    start = dict(read_start(run.metadata["start"]))
     uid = start.get("uid", "?")
     geometry = {
         "energy_ev": energy_ev if energy_ev is not None else start.get("energy_ev"),
         "detector_distance_m": distance_m
         if distance_m is not None
-        else _first(start, "detector_distance_m", "distance_m"),
+        else start.get("detector_distance_m"),
         "detector_pixel_size_m": detector_pixel_size_m
         if detector_pixel_size_m is not None
         else start.get("detector_pixel_size_m"),

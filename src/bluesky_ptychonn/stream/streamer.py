@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import zmq
 
+from .payloads import FramesPayload
 from .sockets import FrameSender, ResultSubscriber
 from .wire import Message
 
@@ -68,16 +69,15 @@ class FrameStreamer:
     ) -> None:
         """Send one batch (the frame-listener signature); ``times`` are unix seconds."""
         created = float(np.min(times)) if times is not None and len(times) else time.time()
-        message = Message(
-            kind="frames",
-            arrays={"frames": np.ascontiguousarray(frames)},
+        payload = FramesPayload(
             run_uid=self.run_uid,
-            timestamp=created,
+            frames=frames,
             frame_ids=[int(i) for i in frame_ids],
-            positions_m=None if positions_m is None else np.asarray(positions_m, np.float64),
+            positions_m=positions_m,
+            timestamp=created,
         )
         with self._lock:
-            self.sender.send(message)
+            self.sender.send(payload.to_message())
 
     @property
     def pending(self) -> int:
