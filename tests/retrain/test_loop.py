@@ -277,3 +277,24 @@ def test_bad_options_are_refused_with_their_names():
         LoopOptions.from_mapping({"gate": {"tolerance": 0.1}})
     with pytest.raises(ValueError, match="tolerance_ssim"):
         LoopOptions.from_mapping({"gate": {"tolerance_ssim": 1.5}})
+
+
+def test_a_scratch_network_can_bin_to_keep_epie_s_pixels(scans, tmp_path):
+    from bluesky_ptychonn.retrain.challenger import scratch_preprocessing_dict
+    from bluesky_ptychonn.retrain.options import ScratchModel
+
+    with pytest.raises(ValueError, match="whole factor"):
+        scratch_preprocessing_dict((128, 128), ScratchModel(input_px=48, reduce="bin"))
+    with pytest.raises(ValueError, match="'crop' or 'bin'"):
+        scratch_preprocessing_dict((128, 128), ScratchModel(reduce="zoom"))
+    options = fast_options(train={"scratch": {"input_px": 64, "reduce": "bin", "epochs": 2}})
+    record = ContinualLoop(tmp_path / "state", options).process_scan(scans[0], "scan0")
+    assert record.promoted, record.promotion_reason
+    labels = LabelSet.load(tmp_path / "state" / "labels" / "scan0.npz")
+    lineage = labels.lineage
+    assert lineage["preprocessing"]["reduce"] == "bin"
+    assert labels.labels.shape[-2:] == (64, 64)
+    # binning keeps the data's object pixel (lambda z / (N d)) for the labels and the live image
+    from bluesky_ptychonn.storage.cxi import read_cxi
+
+    assert labels.label_pixel_size_m == pytest.approx(read_cxi(scans[0]).object_pixel_size_m)

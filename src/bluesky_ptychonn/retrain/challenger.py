@@ -32,10 +32,17 @@ def scratch_preprocessing_dict(frame_shape: tuple[int, int], scratch: ScratchMod
     input_px = min(int(scratch.input_px), side) // step * step
     if input_px < step:
         raise ValueError(f"{side}-pixel patterns are too small for a depth-{scratch.depth} network")
+    if scratch.reduce not in ("crop", "bin"):
+        raise ValueError(f"scratch.reduce must be 'crop' or 'bin', got {scratch.reduce!r}")
+    if scratch.reduce == "bin" and side % input_px:
+        raise ValueError(
+            f"binning {side}-pixel patterns to a {input_px}-pixel input needs a whole factor: "
+            "choose scratch.input_px dividing the pattern side, or reduce = 'crop'"
+        )
     return {
         "input_shape": [input_px, input_px],
         "frame_shape": [side, side],
-        "reduce": "crop",
+        "reduce": scratch.reduce,
         "intensity_scale": 1.0,
         "log": True,
         "input_scale": 1.0,

@@ -77,14 +77,20 @@ class ScratchModel:
 
     Attributes:
         architecture: a `model.architectures` preset name ("edge" or "ptychonn").
-        input_px: side of the network input (pixels); frames larger than that are cropped
-            (same field of view, coarser object pixels), smaller frames set it.
+        input_px: side of the network input (pixels); smaller frames set it.
+        reduce: how larger frames become the input: ``"crop"`` (same field of view, object
+            pixels coarser by frame / input: a 32-pixel crop of 128-pixel patterns images at
+            4x ePIE's pixel, which caps the live image at 1.8x ePIE's phase error in `bench
+            continual`) or ``"bin"`` (ePIE's object pixels, a field of view smaller by the bin
+            factor, which must still hold the probe; the frame side must be a multiple of
+            ``input_px``).
         base_channels, depth, batch_norm: as `ModelConfig.preset`.
         epochs: training epochs from scratch.
     """
 
     architecture: str = "edge"
     input_px: int = 32
+    reduce: str = "crop"
     base_channels: int = 8
     depth: int = 3
     batch_norm: bool = True
