@@ -51,8 +51,10 @@ from typing import Any
 import numpy as np
 from bluesky.callbacks.core import CallbackBase
 
+from ..intervals import FIELD as UNCERTAINTY_ARRAY
 from ..stitch.accumulate import warm_up
 from ..stitch.mosaic import Mosaic, MosaicSnapshot
+from ..stitch.uncertainty import InverseVarianceMosaic, UncertaintyMosaic
 from ..stitch.weights import gaussian_weight
 from ..stream.sockets import ResultCollector, ResultSubscriber
 from ..stream.wire import Message
@@ -60,6 +62,7 @@ from .mosaic_source import SnapshotConsumer
 
 log = logging.getLogger(__name__)
 
+WEIGHTINGS = ("probe", "inverse_variance")
 HELD_MESSAGES = 10_000  # result messages held while a run's stream id is not known yet
 KEEP_PATCHES_BYTES = 2 << 30  # default memory for a run's kept patches (65,536 of 64x64)
 
@@ -76,6 +79,7 @@ class _Run:
     frames_rejected: int = 0
     stop: dict[str, Any] | None = None
     stopped_at: float = 0.0  # time.monotonic() of the stop document
+    uncertainty: UncertaintyMosaic | None = None  # when the patches carry a phase uncertainty
 
     @property
     def uid(self) -> str:
@@ -109,6 +113,11 @@ class LiveStitcher(CallbackBase):
             the last synchronisation (None: only at the end of the run).
         keep_patches_bytes: memory for the kept patches of a run (see the module docstring).
         sync_iterations: power iteration budget of one synchronisation.
+        weighting: ``"probe"`` (default) weights patches by the probe-shaped weight;
+            ``"inverse_variance"`` also by their stated phase uncertainty, pixel by pixel
+            (`stitch.uncertainty.InverseVarianceMosaic`; patches without one weigh as with
+            ``"probe"``). Patches that carry a phase uncertainty also build an uncertainty
+            mosaic, in every snapshot's ``phase_uncertainty``.
     """
 
     def __init__(
@@ -124,8 +133,12 @@ class LiveStitcher(CallbackBase):
         resync_every: int | None = None,
         keep_patches_bytes: int = KEEP_PATCHES_BYTES,
         sync_iterations: int = 1000,
+        weighting: str = "probe",
     ):
         super().__init__()
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        self.weighting = weighting
         if resync_every is not None and resync_every < 1:
             raise ValueError(
                 f"resync_every must be a positive number of patches, got {resync_every}"
@@ -329,6 +342,18 @@ class LiveStitcher(CallbackBase):
             keep_patches_bytes=self.keep_patches_bytes,
         )
 
+    def _weighted(self, mosaic: Mosaic) -> Mosaic:
+        """The run's mosaic in the configured weighting (same canvas, weight and options)."""
+        if self.weighting != "inverse_variance":
+            return mosaic
+        return InverseVarianceMosaic(
+            mosaic.grid,
+            mosaic.weight,
+            align_phase=mosaic.align_phase,
+            subpixel=mosaic.subpixel,
+            keep_patches_bytes=self.keep_patches_bytes,
+        )
+
     def add(self, message: Message) -> None:
         """Take one result message from the wire (held if its stream is not known yet)."""
         with self._lock:
@@ -351,13 +376,27 @@ class LiveStitcher(CallbackBase):
             raise ValueError("result message without positions: cannot place the patches")
         phase = message.arrays["phase"][fresh]
         amplitude = message.arrays.get("amplitude")
+        sigma = message.arrays.get(UNCERTAINTY_ARRAY)
+        sigma = None if sigma is None else sigma[fresh]
         with self._lock:
             if run.mosaic is None:
                 scale = float(message.extra.get("pixel_scale", 1.0))
-                run.mosaic = self._new_mosaic(run, phase.shape[1:], scale)
-            run.mosaic.add(
-                phase, None if amplitude is None else amplitude[fresh], message.positions_m[fresh]
-            )
+                run.mosaic = self._weighted(self._new_mosaic(run, phase.shape[1:], scale))
+            amplitude = None if amplitude is None else amplitude[fresh]
+            positions = message.positions_m[fresh]
+            if isinstance(run.mosaic, InverseVarianceMosaic):
+                run.mosaic.add_with_uncertainty(phase, amplitude, sigma, positions)
+            else:
+                run.mosaic.add(phase, amplitude, positions)
+            if sigma is not None:
+                if run.uncertainty is None:
+                    run.uncertainty = UncertaintyMosaic(run.mosaic.grid, run.mosaic.weight)
+                variance_weight = (
+                    InverseVarianceMosaic.variance_weights(sigma)
+                    if isinstance(run.mosaic, InverseVarianceMosaic)
+                    else None
+                )
+                run.uncertainty.add(sigma, positions, variance_weight)
             run.model_version = message.model_version or run.model_version
 
     def _listen(self) -> None:
@@ -415,7 +454,8 @@ class LiveStitcher(CallbackBase):
                     "phase_sync_residual": sync.residual,
                 }
             snapshot = run.mosaic.snapshot(model_version=run.model_version, **metrics)
-        return replace(snapshot, run_uid=run.uid)
+            sigma = None if run.uncertainty is None else run.uncertainty.sigma()
+        return replace(snapshot, run_uid=run.uid, phase_uncertainty=sigma)
 
     def _resync(self, run: _Run, wait: bool) -> None:
         """Synchronise a run's patches globally (see the module docstring)."""
