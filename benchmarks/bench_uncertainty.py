@@ -183,9 +183,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one benchmark
     for name, run in (("head", head_run), ("ensemble", ensemble_run)):
         e, s = errors_sigma(run, calibration)
         sections[name] = calibration_section(e, s, pairs=len(calibration))
-    noise_frames = np.random.default_rng(5).poisson(
-        float(calibration.frames.mean()), (args.test_patterns, 128, 128)
-    ).astype(np.uint16)
+    noise_frames = (
+        np.random.default_rng(5)
+        .poisson(float(calibration.frames.mean()), (args.test_patterns, 128, 128))
+        .astype(np.uint16)
+    )
     tests = {}
     for i, (label, kw) in enumerate(KINDS):
         tests[label] = simulate_training_set(

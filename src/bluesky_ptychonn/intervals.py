@@ -58,9 +58,7 @@ def fit_scale(
     e = np.abs(np.asarray(errors_rad, dtype=np.float64)).ravel()
     s = np.asarray(sigma_rad, dtype=np.float64).ravel()
     ratio = e / np.maximum(s, 1e-12)
-    per_level = [
-        float(np.quantile(ratio, p)) / float(half_width(1.0, p)) for p in levels
-    ]
+    per_level = [float(np.quantile(ratio, p)) / float(half_width(1.0, p)) for p in levels]
     lo, hi = max(min(per_level), 1e-6), max(max(per_level), 1e-6)
     candidates = np.geomspace(lo, hi, 201) if hi > lo else np.array([lo])
     ratio.sort()

@@ -212,3 +212,26 @@ def test_snapshots_resynchronise_every_n_new_patches():
     assert phase_error(stitcher.last_snapshot, truth) < 0.1
     with pytest.raises(ValueError, match="resync_every"):
         LiveStitcher(resync_every=0)
+
+
+@pytest.mark.parametrize("weighting", ["probe", "inverse_variance"])
+def test_patches_with_a_phase_uncertainty_give_an_uncertainty_mosaic(weighting):
+    truth, events = interleaved_scan(seed=2, side=5)
+    plain = LiveStitcher(settle_timeout_s=1)
+    run_documents(plain, events)
+    assert plain.last_snapshot.phase_uncertainty is None  # no field: as before
+    for seq, event in enumerate(events):
+        sigma = np.full((PATCH, PATCH), 0.05 + 0.01 * seq, np.float32)
+        event["data"]["ptychonn_phase_uncertainty"] = sigma
+    stitcher = LiveStitcher(settle_timeout_s=1, weighting=weighting)
+    run_documents(stitcher, events)
+    snapshot = stitcher.last_snapshot
+    sigma = snapshot.phase_uncertainty
+    measured = snapshot.weights > 0
+    assert sigma.shape == snapshot.phase.shape
+    assert np.all(np.isfinite(sigma[measured])) and np.all(np.isnan(sigma[~measured]))
+    stated = 0.05 + 0.01 * np.arange(len(events))
+    assert stated.min() - 1e-6 <= np.nanmin(sigma) and np.nanmax(sigma) <= stated.max() + 1e-6
+    assert phase_error(snapshot, truth) < 0.15
+    with pytest.raises(ValueError):
+        LiveStitcher(weighting="loudest")

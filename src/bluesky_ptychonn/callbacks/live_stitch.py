@@ -217,6 +217,9 @@ class LiveStitcher(CallbackBase):
             model_version=run.start.get("ptychonn_model_version", ""),
             extra={"pixel_scale": run.start.get("ptychonn_pixel_scale", 1.0)},
         )
+        if f"ptychonn_{UNCERTAINTY_ARRAY}" in data:
+            sigma = np.asarray(data[f"ptychonn_{UNCERTAINTY_ARRAY}"], dtype=np.float32)
+            message.arrays[UNCERTAINTY_ARRAY] = sigma[None]
         self._stitch(run, message)
 
     def stop(self, doc: dict[str, Any]) -> None:

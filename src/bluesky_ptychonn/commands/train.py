@@ -147,8 +147,7 @@ def run(args: argparse.Namespace) -> int:
     }
     if uncertainty is not None:
         summary["uncertainty"] = {
-            k: uncertainty[k]
-            for k in ("calibration_scale", "coverage_before", "coverage_after")
+            k: uncertainty[k] for k in ("calibration_scale", "coverage_before", "coverage_after")
         }
     if args.onnx:
         from ..model.export import export_onnx

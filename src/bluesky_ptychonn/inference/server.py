@@ -153,9 +153,7 @@ def check_engine(engine: Any) -> None:
     output = engine.infer(np.zeros((2, h, w), dtype=np.float32))
     channels = 3 if getattr(engine, "has_uncertainty", False) else 2
     if output.ndim != 4 or output.shape[:2] != (2, channels):
-        raise ValueError(
-            f"the model returned shape {output.shape}, expected (2, {channels}, H, W)"
-        )
+        raise ValueError(f"the model returned shape {output.shape}, expected (2, {channels}, H, W)")
     if not np.all(np.isfinite(output)):
         raise ValueError("the model returned non-finite values on a blank frame")
 

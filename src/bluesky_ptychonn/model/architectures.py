@@ -164,9 +164,7 @@ class ModelConfig:
                 raise ValueError(f"depth must lie in 1..{full} for {name!r}, got {depth}")
             spec["encoder_channels"] = spec["encoder_channels"][:depth]
             spec["decoder_channels"] = spec["decoder_channels"][full - depth :]
-        return cls(
-            name=name, batch_norm=bool(batch_norm), uncertainty=bool(uncertainty), **spec
-        )
+        return cls(name=name, batch_norm=bool(batch_norm), uncertainty=bool(uncertainty), **spec)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

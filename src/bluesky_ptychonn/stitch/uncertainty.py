@@ -12,8 +12,8 @@
   network, the same feature seen twice), so the default states the weighted mean sigma;
   ``bench uncertainty`` measures the coverage of both on stitched scans.
 * `InverseVarianceMosaic`: a `Mosaic` that weights every pixel of every patch by
-  ``w / sigma^2`` (normalised by the patch's median sigma, so the weight keeps the probe's
-  scale) instead of ``w``: confident pixels dominate where patches overlap. The same compiled
+  ``w (0.1 rad / sigma)^2`` instead of ``w``: confident pixels dominate where patches
+  overlap. The same compiled
   pass does the work (`accumulate`), the phase through an amplitude scaled by the variance
   weight, plus one more pass for the weight sums the amplitude needs.
 
@@ -29,6 +29,8 @@ from .accumulate import accumulate
 from .mosaic import MIN_OVERLAP_WEIGHT, Mosaic, MosaicSnapshot
 
 ERROR_MODELS = ("correlated", "independent")
+REFERENCE_SIGMA_RAD = 0.1
+"""Stated sigma (rad) at which the inverse-variance weight is 1 (the probe weight alone)."""
 
 
 def _sigma_stack(sigma: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -102,10 +104,13 @@ class InverseVarianceMosaic(Mosaic):
 
     @staticmethod
     def variance_weights(sigma: np.ndarray) -> np.ndarray:
-        """(B, H, W) float32 weights ``(median sigma / sigma)^2`` of each patch."""
-        sigma = np.maximum(np.asarray(sigma, dtype=np.float32), 1e-4)
-        reference = np.median(sigma, axis=(1, 2), keepdims=True)
-        return np.square(reference / sigma).astype(np.float32)
+        """(B, H, W) float32 weights ``(REFERENCE_SIGMA_RAD / sigma)^2``, within 1e-3..1e3.
+
+        One reference for every patch, so confident patches outweigh unsure ones; a patch
+        without a stated sigma weighs as one stated at the reference."""
+        sigma = np.maximum(np.asarray(sigma, dtype=np.float32), 1e-6)
+        v = np.square(np.float32(REFERENCE_SIGMA_RAD) / sigma)
+        return np.clip(v, 1e-3, 1e3).astype(np.float32)
 
     def add(self, phase, amplitude, positions_m):  # type: ignore[override]
         phase = np.asarray(phase, dtype=np.float32)
