@@ -103,7 +103,18 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one benchmark
     parser.add_argument("--z", type=float, default=5.0, help="live detector threshold (z)")
     parser.add_argument("--threads", type=int, default=1, help="torch / ORT threads (1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--figure", help="also draw the reliability diagram into this PNG (docs/figures/...)"
+    )
+    parser.add_argument(
+        "--figure-from", metavar="JSON", help="only draw --figure from an earlier run's JSON"
+    )
     args = parser.parse_args(argv)
+    if args.figure_from:
+        import json
+
+        reliability_figure(json.loads(Path(args.figure_from).read_text()), args.figure)
+        return 0
     logging.basicConfig(level=logging.WARNING)
     if args.quick:
         args.patterns, args.epochs, args.members = 1200, 3, 2
@@ -314,7 +325,36 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one benchmark
         brief = {k: v for k, v in r.items() if k not in settings and k != "reliability"}
         print(brief, flush=True)
     print(f"wrote {out}", file=sys.stderr)
+    if args.figure:
+        reliability_figure(records, args.figure)
     return 0
+
+
+def reliability_figure(records: list[dict], path: str) -> Path:
+    """Stated sigma against measured RMS error, per kind, head and ensemble (one PNG)."""
+    from matplotlib.figure import Figure
+
+    rows = [r for r in records if r.get("section") == "uncertainty" and "reliability" in r]
+    methods = sorted({r["method"] for r in rows})
+    fig = Figure(figsize=(4.2 * len(methods), 4.0), layout="constrained")
+    for i, method in enumerate(methods):
+        ax = fig.add_subplot(1, len(methods), i + 1)
+        top = 0.0
+        for r in (r for r in rows if r["method"] == method):
+            table = r["reliability"]
+            cover = r["coverage_after"]["0.9"]
+            ax.plot(table["stated_sigma_rad"], table["rms_error_rad"], "o-", ms=3,
+                    label=f"{r['kind']} (90 %: {cover:.0%})")  # fmt: skip
+            top = max(top, *table["stated_sigma_rad"], *table["rms_error_rad"])
+        ax.plot([0, top], [0, top], "k--", lw=0.8, label="calibrated")
+        ax.set_xlabel("stated phase sigma (rad)")
+        ax.set_ylabel("measured RMS phase error (rad)")
+        ax.set_title(f"{method}: calibrated on held-out etched")
+        ax.legend(fontsize=7)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out
 
 
 def _mosaic_records(model_dir: Path, args) -> list[dict]:

@@ -95,7 +95,10 @@ class PhysicsCheck:
         detector grid (arbitrary flux: `residuals` fits it per frame)."""
         phase = np.asarray(output[:, 0], dtype=np.float32)
         amplitude = np.asarray(output[:, 1], dtype=np.float32)
-        wave = (amplitude * np.exp(1j * phase)).astype(np.complex64) * self.probe
+        wave = np.empty(phase.shape, dtype=np.complex64)  # cos + i sin: cheaper than exp(i x)
+        wave.real = amplitude * np.cos(phase)
+        wave.imag = amplitude * np.sin(phase)
+        wave *= self.probe
         pre = self.preprocessing
         if pre.reduce == "bin" and pre.factor > 1:
             h, w = pre.frame_shape
@@ -115,19 +118,25 @@ class PhysicsCheck:
         return np.maximum(measured, 0.0)
 
     @staticmethod
-    def _chi2(measured: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    def _chi2(measured: np.ndarray, root: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        """Anscombe chi-square per pixel; ``root`` is sqrt(measured + 3/8), computed once."""
         if predicted.shape[-2:] != measured.shape[-2:]:
             raise ValueError(f"predicted {predicted.shape} vs measured {measured.shape} patterns")
         total = predicted.sum(axis=(-2, -1))
         flux = measured.sum(axis=(1, 2)) / np.maximum(total, 1e-30)
-        scaled = predicted * flux[:, None, None]
-        r = np.sqrt(measured + ANSCOMBE_OFFSET) - np.sqrt(scaled + ANSCOMBE_OFFSET)
-        return (4.0 * np.mean(np.square(r), axis=(1, 2))).astype(np.float32)
+        r = predicted * flux[:, None, None].astype(np.float32)
+        r += np.float32(ANSCOMBE_OFFSET)
+        np.sqrt(r, out=r)
+        r -= root
+        np.square(r, out=r)
+        return (4.0 * np.mean(r, axis=(1, 2))).astype(np.float32)
 
     def chi2(self, frames: np.ndarray, output: np.ndarray) -> np.ndarray:
         """(N,) Anscombe chi-square per pixel of each frame against its predicted pattern
         (about 1 when only photon noise differs; grows with dose for a given error)."""
-        return self._chi2(self._measured(frames), self.predicted_patterns(output))
+        measured = self._measured(frames)
+        root = np.sqrt(measured + np.float32(ANSCOMBE_OFFSET))
+        return self._chi2(measured, root, self.predicted_patterns(output))
 
     def residuals(self, frames: np.ndarray, output: np.ndarray) -> np.ndarray:
         """(N,) float32 unexplained fraction of each frame (module docstring): about 0 when
@@ -139,7 +148,8 @@ class PhysicsCheck:
             output: (N, 2+, H, W) the engine's output for them.
         """
         measured = self._measured(frames)
-        patch = self._chi2(measured, self.predicted_patterns(output))
-        featureless = self._chi2(measured, self._featureless)
+        root = np.sqrt(measured + np.float32(ANSCOMBE_OFFSET))
+        patch = self._chi2(measured, root, self.predicted_patterns(output))
+        featureless = self._chi2(measured, root, self._featureless)
         excess = np.maximum(patch - 1.0, 0.0) / np.maximum(featureless - 1.0, 1.0)
         return excess.astype(np.float32)
