@@ -106,7 +106,7 @@ class PhysicsCheck:
             top, left = h // 2 - wave.shape[1] // 2, w // 2 - wave.shape[2] // 2
             full[:, top : top + wave.shape[1], left : left + wave.shape[2]] = wave
             wave = full
-        field = far_field(wave)
+        field = far_field(wave, workers=1)  # small batches: one thread beats a pool
         intensity = np.square(field.real) + np.square(field.imag)
         if pre.reduce == "bin" and pre.factor > 1:
             intensity = pre.reduce_frames(intensity)
