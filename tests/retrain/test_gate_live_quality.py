@@ -46,3 +46,42 @@ def test_the_early_trigger_can_be_switched_off_and_is_validated():
         GateOptions(residual_rise=0.9).validate()
     with pytest.raises(ValueError):
         GateOptions(quality_window_frames=0).validate()
+
+
+class RecordingLoop:
+    """What the dispatcher needs of a `ContinualLoop`, recording what it is handed."""
+
+    def __init__(self, state_dir):
+        self.state_dir = state_dir
+        self.handed = {}
+
+    def add_listener(self, listener):
+        pass
+
+    def status(self):
+        return {}
+
+    def process_scan(self, path, uid, *, live_quality=None):
+        self.handed[uid] = live_quality
+        return None
+
+
+def test_the_dispatcher_hands_a_runs_live_readings_to_the_loop(tmp_path):
+    from bluesky_ptychonn.retrain.dispatcher import RetrainDispatcher
+
+    loop = RecordingLoop(tmp_path)
+    dispatcher = RetrainDispatcher(loop, lambda uid, path: path.write_bytes(b""), start=False)
+    dispatcher("start", {"uid": "run-1", "energy_ev": 1e4, "detector_distance_m": 2.0})
+    dispatcher("descriptor", {"uid": "d-1", "run_start": "run-1"})
+    for i, residual in enumerate([0.4, float("nan"), 0.5]):
+        data = {"endpoint_physics_residual_mean": residual, "stage_x": 1e-6 * i,
+                "endpoint_phase_uncertainty_mean": 0.1 * (i + 1)}  # fmt: skip
+        dispatcher("event", {"descriptor": "d-1", "data": data, "seq_num": i + 1})
+    dispatcher("event_page", {"descriptor": "d-1",
+                              "data": {"endpoint_physics_residual_mean": [0.6, 0.7]}})  # fmt: skip
+    dispatcher("event", {"descriptor": "other", "data": {"endpoint_physics_residual_mean": 9.0}})
+    dispatcher("stop", {"run_start": "run-1", "exit_status": "success"})
+    dispatcher._process("run-1")
+    live = loop.handed["run-1"]
+    assert live.residuals == [0.4, 0.5, 0.6, 0.7]  # NaN (no probe yet) and other runs left out
+    assert live.uncertainties_rad == pytest.approx([0.1, 0.2, 0.3])
