@@ -18,12 +18,12 @@ from bluesky_ptychonn.model.evaluate import predict
 from bluesky_ptychonn.model.uncertainty import phase_errors
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from uncertainty_helpers import noise_frames, train_head  # noqa: E402
+from uncertainty_helpers import noise_frames  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def head(tmp_path_factory):
-    return train_head(tmp_path_factory.mktemp("head"))
+def head(trained_head):
+    return trained_head
 
 
 @pytest.mark.parametrize(

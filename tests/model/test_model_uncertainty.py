@@ -2,8 +2,6 @@
 on held-out pairs; models without it are unchanged."""
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,13 +14,10 @@ from bluesky_ptychonn.model.data import illuminated_mask
 from bluesky_ptychonn.model.evaluate import predict
 from bluesky_ptychonn.model.uncertainty import laplace_nll, phase_errors
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from uncertainty_helpers import train_head  # noqa: E402
-
 
 @pytest.fixture(scope="module")
-def head(tmp_path_factory):
-    return train_head(tmp_path_factory.mktemp("head"))
+def head(trained_head):
+    return trained_head
 
 
 @pytest.mark.parametrize("separate", [False, True])
