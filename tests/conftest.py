@@ -109,3 +109,12 @@ def files_in_tmp_path(request, tmp_path):
         eiger.file_directory = previous
     else:
         yield
+
+
+@pytest.fixture(scope="session")
+def trained_head(tmp_path_factory):
+    """A small model with the uncertainty head, trained once per session (a few seconds):
+    `uncertainty_helpers.TrainedHead` (folder, model, preprocessing, held-out sets)."""
+    from uncertainty_helpers import train_head
+
+    return train_head(tmp_path_factory.mktemp("trained-head"))

@@ -20,20 +20,21 @@ def _checkerboard(shape: tuple[int, int]) -> np.ndarray:
     return (1 - 2 * ((rows + cols) % 2)).astype(np.float32)
 
 
-def far_field(exit_waves: np.ndarray) -> np.ndarray:
+def far_field(exit_waves: np.ndarray, workers: int = FFT_WORKERS) -> np.ndarray:
     """Centred unitary 2-D FFT over the last two axes (energy-conserving propagator).
 
     Equals ``fftshift(fft2(ifftshift(x), norm="ortho"))``; for even sizes the two shifts are
     replaced by multiplications with a checkerboard, which is cheaper than rolling the arrays.
+    ``workers``: scipy's FFT threads (default all cores; 1 for small batches on a busy host).
     """
     shape = exit_waves.shape[-2:]
     if shape[0] % 2 or shape[1] % 2:
         shifted = sfft.ifftshift(exit_waves, axes=(-2, -1))
-        spectrum = sfft.fft2(shifted, norm="ortho", workers=FFT_WORKERS)
+        spectrum = sfft.fft2(shifted, norm="ortho", workers=workers)
         return sfft.fftshift(spectrum, axes=(-2, -1))
     board = _checkerboard(shape)
     sign = -1 if (shape[0] // 2 + shape[1] // 2) % 2 else 1
-    spectrum = sfft.fft2(exit_waves * board, norm="ortho", workers=FFT_WORKERS, overwrite_x=True)
+    spectrum = sfft.fft2(exit_waves * board, norm="ortho", workers=workers, overwrite_x=True)
     spectrum *= board * sign
     return spectrum
 

@@ -226,3 +226,26 @@ def test_the_patch_weight_follows_a_given_probe():
         weights = stitcher.last_snapshot.weights
         covered[probe is None] = np.count_nonzero(weights > 0.05 * weights.max())
     assert covered[False] < 0.5 * covered[True]
+
+
+@pytest.mark.parametrize("weighting", ["probe", "inverse_variance"])
+def test_patches_with_a_phase_uncertainty_give_an_uncertainty_mosaic(weighting):
+    truth, events = interleaved_scan(seed=2, side=5)
+    plain = LiveStitcher(settle_timeout_s=1)
+    run_documents(plain, events)
+    assert plain.last_snapshot.phase_uncertainty is None  # no field: as before
+    for seq, event in enumerate(events):
+        sigma = np.full((PATCH, PATCH), 0.05 + 0.01 * seq, np.float32)
+        event["data"]["ptychonn_phase_uncertainty"] = sigma
+    stitcher = LiveStitcher(settle_timeout_s=1, weighting=weighting)
+    run_documents(stitcher, events)
+    snapshot = stitcher.last_snapshot
+    sigma = snapshot.phase_uncertainty
+    measured = snapshot.weights > 0
+    assert sigma.shape == snapshot.phase.shape
+    assert np.all(np.isfinite(sigma[measured])) and np.all(np.isnan(sigma[~measured]))
+    stated = 0.05 + 0.01 * np.arange(len(events))
+    assert stated.min() - 1e-6 <= np.nanmin(sigma) and np.nanmax(sigma) <= stated.max() + 1e-6
+    assert phase_error(snapshot, truth) < 0.15
+    with pytest.raises(ValueError):
+        LiveStitcher(weighting="loudest")

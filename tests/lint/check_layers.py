@@ -1,6 +1,6 @@
 """The import-layer check: no lower layer imports a higher one (ARCHITECTURE.md, "Layers").
 
-    geometry, dataset, metrics (and fourier, ports, plots, documents)
+    geometry, dataset, metrics (and fourier, ports, plots, documents, intervals)
       < sim, recon, model, stitch            (no bluesky, ophyd, tiled)
       < storage, inference, stream, ioc
       < devices, plans, callbacks, retrain, view  (RunEngine side: no torch at import time)
@@ -23,6 +23,7 @@ from pathlib import Path
 PACKAGE = "bluesky_ptychonn"
 LAYERS: dict[str, int] = {
     "__init__": 0, "geometry": 0, "dataset": 0, "metrics": 0, "fourier": 0, "ports": 0,
+    "intervals": 0,
     "plots": 0, "documents": 0,
     "sim": 1, "recon": 1, "model": 1, "stitch": 1,
     "storage": 2, "inference": 2, "stream": 2, "ioc": 2,

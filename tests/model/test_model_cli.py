@@ -106,3 +106,19 @@ def test_train_refuses_to_overwrite_and_bad_models(tmp_path, capsys):
         == 2
     )
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_with_the_uncertainty_head_calibrates_it_and_keeps_the_probe(tmp_path, capsys):
+    from bluesky_ptychonn.model.checkpoint import read_probe
+
+    out = tmp_path / "head"
+    args = ["train", "--out", str(out), "--simulate", "40", "--uncertainty", "--onnx", *TINY]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["uncertainty"]["calibration_scale"] > 0
+    model, sidecar = load_model(out)
+    assert model.config.uncertainty and sidecar.uncertainty["pairs"] == 4  # the 10 % held out
+    assert read_probe(resolve(out)).shape == (128, 128)
+    # the ONNX export next to the weights keeps the probe and the calibration in its sidecar
+    onnx_side = resolve(out / "model.onnx").sidecar
+    assert "probe" in onnx_side.files and onnx_side.uncertainty_scale == sidecar.uncertainty_scale

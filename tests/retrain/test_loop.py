@@ -298,3 +298,37 @@ def test_a_scratch_network_can_bin_to_keep_epie_s_pixels(scans, tmp_path):
     from bluesky_ptychonn.storage.cxi import read_cxi
 
     assert labels.label_pixel_size_m == pytest.approx(read_cxi(scans[0]).object_pixel_size_m)
+
+
+def test_a_challenger_of_a_model_with_the_head_is_calibrated_and_keeps_the_probe(
+    first_model, tmp_path
+):
+    import torch
+
+    from bluesky_ptychonn.model.architectures import ModelConfig, build_model
+    from bluesky_ptychonn.model.checkpoint import (
+        load_model,
+        read_probe,
+        resolve,
+        save_model,
+    )
+    from bluesky_ptychonn.retrain.challenger import train_step
+
+    state, record = first_model
+    plain, sidecar = load_model(record["model_path"])
+    config = ModelConfig.from_dict({**plain.config.to_dict(), "uncertainty": True})
+    torch.manual_seed(0)
+    probe = np.exp(1j * np.random.default_rng(0).uniform(size=(128, 128))).astype(np.complex64)
+    incumbent = tmp_path / "incumbent"
+    save_model(build_model(config), incumbent, sidecar.preprocessing, probe=probe)
+    labels = str(state / "labels" / "scan0.npz")
+    trained = train_step(
+        str(incumbent), labels, [], [labels], str(tmp_path / "challenger"),
+        options={"epochs": 1, "threads": 1, "seed": 3}, generation=2,
+    )  # fmt: skip
+    challenger, challenger_sidecar = load_model(tmp_path / "challenger")
+    assert challenger.config.uncertainty
+    assert challenger_sidecar.uncertainty["calibration_scale"] > 0
+    assert challenger_sidecar.uncertainty["pixels"] > 0
+    assert np.array_equal(read_probe(resolve(tmp_path / "challenger")), probe)
+    assert trained["version"].startswith(config.name)

@@ -36,6 +36,7 @@ from bluesky_ptychonn.storage.tiled_results import (
     TrainingPairs,
     find_reconstructions,
     find_training_pairs,
+    live_mosaic_write,
     read_live_mosaic,
     read_reconstruction,
     read_training_pairs,
@@ -388,3 +389,27 @@ def test_fly_scan_frames_in_external_hdf5_reach_tiled_through_the_spool(server, 
     np.testing.assert_allclose(dataset.positions_m, sim.positions_m, rtol=1e-12)  # um -> m
     assert dataset.metadata["sample"] == "fly-sample"
     assert bundle.start_doc["uid"] in find_runs(server.connect(), sample="fly-sample")
+
+
+def test_a_mosaic_with_its_phase_uncertainty_reads_back_with_it(catalog):
+    from bluesky_ptychonn.stitch.mosaic import MosaicSnapshot
+
+    rng = np.random.default_rng(0)
+    sigma = rng.uniform(0.05, 0.4, (16, 20)).astype(np.float32)
+    sigma[0, :] = np.nan  # unmeasured
+    snapshot = MosaicSnapshot(
+        phase=rng.normal(size=(16, 20)), amplitude=np.ones((16, 20)), weights=np.ones((16, 20)),
+        pixel_size_m=4e-8, origin_m=(0.0, 0.0), frames_used=3, model_version="head-1",
+        phase_uncertainty=sigma,
+    )  # fmt: skip
+    catalog.put(live_mosaic_write("uid-sigma", snapshot, snapshot_index=0, final=True))
+    [node] = find_reconstructions(catalog, scan_uid="uid-sigma").values()
+    mosaic = read_live_mosaic(node)
+    np.testing.assert_array_equal(mosaic.phase_uncertainty, sigma)
+    plain = MosaicSnapshot(
+        phase=snapshot.phase, amplitude=snapshot.amplitude, weights=snapshot.weights,
+        pixel_size_m=4e-8, origin_m=(0.0, 0.0), frames_used=3, model_version="plain-1",
+    )  # fmt: skip
+    catalog.put(live_mosaic_write("uid-plain", plain, snapshot_index=0, final=True))
+    [node] = find_reconstructions(catalog, scan_uid="uid-plain").values()
+    assert read_live_mosaic(node).phase_uncertainty is None

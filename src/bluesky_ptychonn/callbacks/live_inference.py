@@ -7,6 +7,7 @@ process and re-emitted as a derived run (bluesky's `LiveDispatcher`: new start u
 
     ptychonn_phase      (H, W) float32, rad
     ptychonn_amplitude  (H, W) float32
+    ptychonn_phase_uncertainty  (H, W) float32, rad (only from a model with the uncertainty head)
     beam_y, beam_x      beam position, m
     frame_index         index of the frame in the original run
 
@@ -94,6 +95,8 @@ class LiveInference(LiveDispatcher):
                 "ptychonn_amplitude": patch[1],
                 "frame_index": int(event["seq_num"]) - 1,
             }
+            if patch.shape[0] > 2:
+                data["ptychonn_phase_uncertainty"] = patch[2]
             if self.position_keys is not None:
                 data["beam_y"] = float(event["data"][self.position_keys[0]])
                 data["beam_x"] = float(event["data"][self.position_keys[1]])

@@ -53,8 +53,10 @@ from typing import Any
 import numpy as np
 from bluesky.callbacks.core import CallbackBase
 
+from ..intervals import FIELD as UNCERTAINTY_ARRAY
 from ..stitch.accumulate import warm_up
 from ..stitch.mosaic import Mosaic, MosaicSnapshot
+from ..stitch.uncertainty import InverseVarianceMosaic, UncertaintyMosaic
 from ..stitch.weights import gaussian_weight, probe_patch_weight
 from ..stream.payloads import ResultsPayload
 from ..stream.sockets import ResultCollector, ResultSubscriber
@@ -63,6 +65,7 @@ from .mosaic_source import SnapshotConsumer
 
 log = logging.getLogger(__name__)
 
+WEIGHTINGS = ("probe", "inverse_variance")
 HELD_MESSAGES = 10_000  # result messages held while a run's stream id is not known yet
 KEEP_PATCHES_BYTES = 2 << 30  # default memory for a run's kept patches (65,536 of 64x64)
 
@@ -79,6 +82,7 @@ class _Run:
     frames_rejected: int = 0
     stop: dict[str, Any] | None = None
     stopped_at: float = 0.0  # time.monotonic() of the stop document
+    uncertainty: UncertaintyMosaic | None = None  # when the patches carry a phase uncertainty
 
     @property
     def uid(self) -> str:
@@ -114,6 +118,11 @@ class LiveStitcher(CallbackBase):
         sync_iterations: power iteration budget of one synchronisation.
         probe: (h, w) complex probe on the detector's readout grid (or an intensity on the
             patch grid): the patch weight of later runs (see `use_probe`).
+        weighting: ``"probe"`` (default) weights patches by the probe-shaped weight;
+            ``"inverse_variance"`` also by their stated phase uncertainty, pixel by pixel
+            (`stitch.uncertainty.InverseVarianceMosaic`; patches without one weigh as with
+            ``"probe"``). Patches that carry a phase uncertainty also build an uncertainty
+            mosaic, in every snapshot's ``phase_uncertainty``.
     """
 
     def __init__(
@@ -130,9 +139,13 @@ class LiveStitcher(CallbackBase):
         keep_patches_bytes: int = KEEP_PATCHES_BYTES,
         sync_iterations: int = 1000,
         probe: np.ndarray | None = None,
+        weighting: str = "probe",
     ):
         super().__init__()
         self._probe = None if probe is None else np.asarray(probe)
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        self.weighting = weighting
         if resync_every is not None and resync_every < 1:
             raise ValueError(
                 f"resync_every must be a positive number of patches, got {resync_every}"
@@ -218,6 +231,9 @@ class LiveStitcher(CallbackBase):
             model_version=run.start.get("ptychonn_model_version", ""),
             extra={"pixel_scale": run.start.get("ptychonn_pixel_scale", 1.0)},
         )
+        if f"ptychonn_{UNCERTAINTY_ARRAY}" in data:
+            sigma = np.asarray(data[f"ptychonn_{UNCERTAINTY_ARRAY}"], dtype=np.float32)
+            message.arrays[UNCERTAINTY_ARRAY] = sigma[None]
         self._stitch(run, message)
 
     def stop(self, doc: dict[str, Any]) -> None:
@@ -348,6 +364,18 @@ class LiveStitcher(CallbackBase):
             keep_patches_bytes=self.keep_patches_bytes,
         )
 
+    def _weighted(self, mosaic: Mosaic) -> Mosaic:
+        """The run's mosaic in the configured weighting (same canvas, weight and options)."""
+        if self.weighting != "inverse_variance":
+            return mosaic
+        return InverseVarianceMosaic(
+            mosaic.grid,
+            mosaic.weight,
+            align_phase=mosaic.align_phase,
+            subpixel=mosaic.subpixel,
+            keep_patches_bytes=self.keep_patches_bytes,
+        )
+
     def add(self, message: Message) -> None:
         """Take one result message from the wire (held if its stream is not known yet)."""
         with self._lock:
@@ -371,12 +399,28 @@ class LiveStitcher(CallbackBase):
             return
         phase = results.phase[fresh]
         amplitude = results.amplitude
+        sigma = results.phase_uncertainty
+        sigma = None if sigma is None else sigma[fresh]
         with self._lock:
             if run.mosaic is None:
-                run.mosaic = self._new_mosaic(run, phase.shape[1:], results.pixel_scale)
-            run.mosaic.add(
-                phase, None if amplitude is None else amplitude[fresh], results.positions_m[fresh]
-            )
+                run.mosaic = self._weighted(
+                    self._new_mosaic(run, phase.shape[1:], results.pixel_scale)
+                )
+            amplitude = None if amplitude is None else amplitude[fresh]
+            positions = results.positions_m[fresh]
+            if isinstance(run.mosaic, InverseVarianceMosaic):
+                run.mosaic.add_with_uncertainty(phase, amplitude, sigma, positions)
+            else:
+                run.mosaic.add(phase, amplitude, positions)
+            if sigma is not None:
+                if run.uncertainty is None:
+                    run.uncertainty = UncertaintyMosaic(run.mosaic.grid, run.mosaic.weight)
+                variance_weight = (
+                    InverseVarianceMosaic.variance_weights(sigma)
+                    if isinstance(run.mosaic, InverseVarianceMosaic)
+                    else None
+                )
+                run.uncertainty.add(sigma, positions, variance_weight)
             run.model_version = results.model_version or run.model_version
 
     def _listen(self) -> None:
@@ -434,7 +478,8 @@ class LiveStitcher(CallbackBase):
                     "phase_sync_residual": sync.residual,
                 }
             snapshot = run.mosaic.snapshot(model_version=run.model_version, **metrics)
-        return replace(snapshot, run_uid=run.uid)
+            sigma = None if run.uncertainty is None else run.uncertainty.sigma()
+        return replace(snapshot, run_uid=run.uid, phase_uncertainty=sigma)
 
     def _resync(self, run: _Run, wait: bool) -> None:
         """Synchronise a run's patches globally (see the module docstring)."""

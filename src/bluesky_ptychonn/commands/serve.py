@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
         micro_batch=args.micro_batch,
         lanes=args.lanes,
         name=args.name,
+        physics=not args.no_physics,
     )
     server = EndpointServer(config).start()
     print(json.dumps({"ready": True, **server.status()}, default=str), flush=True)
@@ -80,6 +81,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1,
         help="independent infer threads, each with its own engine and threads // lanes CPU "
         "threads, each taking the next batch when free (CPU: --lanes 2 on 2 cores)",
+    )
+    parser.add_argument(
+        "--no-physics",
+        action="store_true",
+        help="do not compute the per-frame physics residual (computed by default when the "
+        "model's files carry its probe)",
     )
     parser.add_argument(
         "--spin",

@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
             input_shape=args.input_size,
             base_channels=args.base_channels,
             batch_norm=args.batch_norm,
+            uncertainty=args.uncertainty,
         )
         model = config
         preprocessing = None
@@ -120,8 +121,21 @@ def run(args: argparse.Namespace) -> int:
     )
     provenance["command"] = "bluesky-ptychonn train"
     provenance["sources"] = {"cxi": [str(p) for p in args.from_cxi or []], "simulated": n_sim}
+    uncertainty = None
+    if result.model.config.uncertainty:
+        from ..model.train import held_out
+        from ..model.uncertainty import calibrate_uncertainty
+
+        # the validation pairs: never trained on (they only chose the kept epoch)
+        uncertainty = calibrate_uncertainty(result.model, held_out(data, options), preprocessing)
     sidecar_path = save_model(
-        result.model, out, preprocessing, version=args.version, training=provenance
+        result.model,
+        out,
+        preprocessing,
+        version=args.version,
+        training=provenance,
+        uncertainty=uncertainty,
+        probe=data.probe,
     )
     summary = {
         "sidecar": str(sidecar_path),
@@ -131,6 +145,10 @@ def run(args: argparse.Namespace) -> int:
         "val_phase_mae_rad": round(result.history[result.best_epoch - 1]["val_phase_mae_rad"], 5),
         "seconds": round(result.seconds, 1),
     }
+    if uncertainty is not None:
+        summary["uncertainty"] = {
+            k: uncertainty[k] for k in ("calibration_scale", "coverage_before", "coverage_after")
+        }
     if args.onnx:
         from ..model.export import export_onnx
 
@@ -192,6 +210,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="channels of the first block (default 16 edge, 32 ptychonn)",
     )
     p.add_argument("--batch-norm", action="store_true", help="BatchNorm after hidden convs")
+    p.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="add the per-pixel phase-uncertainty head (Laplace NLL), calibrated after "
+        "training on the held-out validation pairs (docs/models.md)",
+    )
     p.add_argument(
         "--reduce",
         choices=("crop", "bin"),

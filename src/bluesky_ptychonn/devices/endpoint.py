@@ -16,7 +16,12 @@ its face in a RunEngine session:
   for every frame to be answered and closes the run;
 * readings a plan can use: frames inferred and rejected, rate, queue depth, and summary
   statistics of the latest phase patch (``trigger`` refreshes them from the endpoint);
-  ``latest_results`` holds the newest patches for adaptive plans.
+  ``latest_results`` holds the newest patches for adaptive plans;
+* how far the live image can be trusted: ``phase_uncertainty_mean`` (rad, the mean stated
+  phase uncertainty) and ``physics_residual_mean`` (the Poisson residual of the predicted
+  patches against their patterns, about 1 at the photon-noise floor) over the latest
+  ``QUALITY_FRAMES`` frames of this staging; NaN when the model states no uncertainty or the
+  endpoint does not know the probe.
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.status import Status
 
+from ..inference.quality import frame_summaries
 from ..inference.server import EndpointClient
 from ..stream.streamer import FrameStreamer
 from ..stream.wire import Message
 
 LATEST_RESULTS = 256  # result batches kept for adaptive plans
+QUALITY_FRAMES = 64  # latest frames averaged by the uncertainty and residual readings
 
 
 class EndpointUnavailableError(ConnectionError):
@@ -70,6 +77,8 @@ class InferenceEndpoint(Device):
     # the model that produced the latest result: read with every event, so a model swapped
     # in during a run (continual learning) shows in the run's documents where it happened
     result_model_version = Cpt(Signal, value="", kind="normal")
+    phase_uncertainty_mean = Cpt(Signal, value=float("nan"), kind="normal")
+    physics_residual_mean = Cpt(Signal, value=float("nan"), kind="normal")
 
     def __init__(
         self,
@@ -92,6 +101,10 @@ class InferenceEndpoint(Device):
         self.connect_timeout_s = connect_timeout_s
         self.streamer: FrameStreamer | None = None
         self.latest_results: deque[Message] = deque(maxlen=LATEST_RESULTS)
+        self._quality: dict[str, deque[float]] = {
+            "uncertainty_mean_rad": deque(maxlen=QUALITY_FRAMES),
+            "physics_residual": deque(maxlen=QUALITY_FRAMES),
+        }
         self._lock = threading.Lock()
         self.results_address.put(results_address)
 
@@ -139,6 +152,17 @@ class InferenceEndpoint(Device):
         self.phase_std.put(float(phase.std()))
         self.phase_min.put(float(phase.min()))
         self.phase_max.put(float(phase.max()))
+        self._note_quality(message)
+
+    def _note_quality(self, message: Message) -> None:
+        for name, values in frame_summaries(message.arrays, message.extra).items():
+            self._quality[name].extend(values)
+        for name, signal in (
+            ("uncertainty_mean_rad", self.phase_uncertainty_mean),
+            ("physics_residual", self.physics_residual_mean),
+        ):
+            window = self._quality[name]
+            signal.put(float(np.mean(window)) if window else float("nan"))
 
     def stage(self) -> list[Any]:
         self.check()
@@ -148,6 +172,10 @@ class InferenceEndpoint(Device):
         if not reply.get("ok"):
             raise RuntimeError(f"the inference endpoint refused run_start: {reply}")
         self.latest_results.clear()
+        for window in self._quality.values():
+            window.clear()
+        self.phase_uncertainty_mean.put(float("nan"))
+        self.physics_residual_mean.put(float("nan"))
         self.streamer = FrameStreamer(
             self.frames_address,
             self.results_address.get(),

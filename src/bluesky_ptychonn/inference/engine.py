@@ -9,6 +9,11 @@ An engine holds a model (and its sidecar) ready to run on one backend and one de
 * ``infer(frames)``: detector frames (N, h, w) or (h, w), counts -> the same output, through
   the sidecar's `Preprocessing`.
 
+A model with the uncertainty head (`model.uncertainty`) returns (N, 3, H, W): channel 2 is
+one standard deviation of the phase in radians, already multiplied by the sidecar's
+calibration factor here, in `run`, so that every backend (PyTorch, ONNX Runtime fp32 and
+int8, TensorRT) states the same calibrated field; ``has_uncertainty`` says which kind a model is.
+
 Engines are not thread-safe: give each thread its own (they are cheap to create from a model
 file once the backend's caches are warm).
 """
@@ -70,6 +75,8 @@ class InferenceEngine(ABC):
         self.input_shape: tuple[int, int] = tuple(sidecar.architecture.input_shape)
         self.max_batch = int(max_batch)
         self.info = EngineInfo(self.backend, precision, device, sidecar.version)
+        self.has_uncertainty: bool = bool(sidecar.architecture.uncertainty)
+        self.uncertainty_scale: float = sidecar.uncertainty_scale
 
     # ---- public interface --------------------------------------------------------------------
     @property
@@ -101,11 +108,15 @@ class InferenceEngine(ABC):
         return np.ascontiguousarray(x)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """(N, 1, H, W) preprocessed float32 -> (N, 2, H, W) float32 phase (rad), amplitude.
+        """(N, 1, H, W) preprocessed float32 -> (N, 2, H, W) float32 phase (rad), amplitude
+        (N, 3, H, W with the calibrated phase uncertainty, rad, for a model that has it).
 
         Batches larger than ``max_batch`` are refused; use `run_batched` for long stacks.
         """
-        return self._run(self.check_input(x))
+        out = self._run(self.check_input(x))
+        if self.has_uncertainty and self.uncertainty_scale != 1.0 and out.shape[1] > 2:
+            out[:, 2] *= np.float32(self.uncertainty_scale)
+        return out
 
     def run_batched(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """`run` over a stack of any length, ``batch_size`` (default ``max_batch``) at a time."""

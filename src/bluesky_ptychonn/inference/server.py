@@ -46,13 +46,23 @@ from typing import Any
 import numpy as np
 import zmq
 
-from ..stream.payloads import FramesPayload, PayloadError, RejectedPayload, ResultsPayload
+from ..stream.payloads import (
+    RESIDUAL_KEY,
+    UNCERTAINTY_KEY,
+    FramesPayload,
+    PayloadError,
+    RejectedPayload,
+    ResultsPayload,
+)
 from ..stream.sockets import LOOPBACK, FrameReceiver, ResultPublisher, tcp_address
 from ..stream.wire import Message
+from .physics import PhysicsCheck
+from .quality import frame_summaries, result_fields
 
 log = logging.getLogger(__name__)
 
 LATENCY_WINDOW = 4096  # latencies kept for the status percentiles
+QUALITY_WINDOW = 256  # latest frames whose uncertainty and residual the status averages
 
 
 @dataclass
@@ -81,6 +91,9 @@ class EndpointConfig:
             order; every frame is still answered once).
         buffer_frames: frames the endpoint holds before it drops (and reports) new ones.
         name: label in status replies and result messages.
+        physics: compute the physics residual of every frame (`physics.PhysicsCheck`) when
+            the model's files carry its probe; published in each result's
+            ``extra["physics_residual"]``.
     """
 
     model: str
@@ -99,6 +112,7 @@ class EndpointConfig:
     micro_batch: int | None = None
     lanes: int = 1
     name: str = "ptychonn-endpoint"
+    physics: bool = True
 
     def validate(self) -> None:
         if not 1 <= self.batch_size <= 64:
@@ -145,8 +159,9 @@ def check_engine(engine: Any) -> None:
     """Run an engine once on zeros and check its output; raises ValueError if it is unusable."""
     h, w = engine.preprocessing.frame_shape
     output = engine.infer(np.zeros((2, h, w), dtype=np.float32))
-    if output.ndim != 4 or output.shape[:2] != (2, 2):
-        raise ValueError(f"the model returned shape {output.shape}, expected (2, 2, H, W)")
+    channels = 3 if getattr(engine, "has_uncertainty", False) else 2
+    if output.ndim != 4 or output.shape[:2] != (2, channels):
+        raise ValueError(f"the model returned shape {output.shape}, expected (2, {channels}, H, W)")
     if not np.all(np.isfinite(output)):
         raise ValueError("the model returned non-finite values on a blank frame")
 
@@ -176,6 +191,10 @@ class EndpointServer:
             name: deque(maxlen=LATENCY_WINDOW) for name in ("transport", "queue_wait", "engine")
         }
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=256)
+        self._quality: dict[str, deque[float]] = {
+            name: deque(maxlen=QUALITY_WINDOW)
+            for name in ("uncertainty_mean_rad", "physics_residual")
+        }
         self.started = time.time()
         addresses = config.addresses
         self.receiver = FrameReceiver(addresses["frames"], context=self.context)
@@ -201,7 +220,23 @@ class EndpointServer:
         )  # fmt: skip
         check_engine(engine)
         engine.warmup((1, self.config.batch_size))
+        physics = self._physics_for(model_path, engine) if self.config.physics else None
+        engine.physics_check = physics
         return engine
+
+    @staticmethod
+    def _physics_for(model_path: str, engine: Any) -> PhysicsCheck | None:
+        """The physics check of a model whose files carry its probe (None otherwise)."""
+        from ..model.checkpoint import read_probe, resolve
+
+        probe = read_probe(resolve(model_path))
+        if probe is None:
+            return None
+        try:
+            return PhysicsCheck(probe, engine.preprocessing)
+        except ValueError as error:
+            log.warning("no physics check for %s: %s", model_path, error)
+            return None
 
     def _load_lanes(self, model_path: str) -> list:
         """One checked engine per lane, the CPU threads divided among them."""
@@ -416,8 +451,10 @@ class EndpointServer:
             started = time.time()
             output = engine.infer(frames)
             version = engine.info.model_version
+            arrays, quality = result_fields(output, frames, getattr(engine, "physics_check", None))
         positions = [item.position for item in items]
         now = time.time()
+        self._note_quality(arrays, quality)
         message = ResultsPayload(
             run_uid=items[0].run_uid,
             frame_ids=[item.frame_id for item in items],
@@ -428,6 +465,8 @@ class EndpointServer:
             # patch pixel size over the full frame's object pixel size (crop coarsens it)
             pixel_scale=engine.preprocessing.object_patch_geometry(1.0)[0],
             created=np.array([item.created for item in items], dtype=np.float64),
+            phase_uncertainty=arrays.get(UNCERTAINTY_KEY),
+            physics_residual=quality.get(RESIDUAL_KEY),
             endpoint=self.config.name,
             timestamp=now,
         ).to_message()
@@ -443,6 +482,10 @@ class EndpointServer:
         self._rate_window.append((time.monotonic(), len(items)))
         # frames waiting: let the publish thread send these while the engine runs the next
         self._publish(message, inline=not self._queue)
+
+    def _note_quality(self, arrays: dict[str, np.ndarray], quality: dict[str, Any]) -> None:
+        for name, values in frame_summaries(arrays, quality).items():
+            self._quality[name].extend(values)
 
     # ---- control -------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -479,6 +522,12 @@ class EndpointServer:
                 for name, values in ((k, list(v)) for k, v in self._segments_ms.items())
             },
             "run": asdict(self.run),
+            # means over the latest frames; None when the model states no uncertainty / the
+            # probe is unknown
+            "quality": {
+                name: (float(np.mean(values)) if values else None)
+                for name, values in ((k, list(v)) for k, v in self._quality.items())
+            },
             "uptime_s": time.time() - self.started,
             "addresses": self.config.addresses,
         }

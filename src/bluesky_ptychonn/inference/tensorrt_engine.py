@@ -180,11 +180,14 @@ class TensorRTEngine(InferenceEngine):
             self._input = torch.empty(
                 (max_batch, 1, h, w), dtype=torch.float32, device=self._torch_device
             )
+            channels = 3 if self.has_uncertainty else 2  # + the phase uncertainty
             self._output = torch.empty(
-                (max_batch, 2, h, w), dtype=torch.float32, device=self._torch_device
+                (max_batch, channels, h, w), dtype=torch.float32, device=self._torch_device
             )
             self._host_in = torch.empty((max_batch, 1, h, w), dtype=torch.float32).pin_memory()
-            self._host_out = torch.empty((max_batch, 2, h, w), dtype=torch.float32).pin_memory()
+            self._host_out = torch.empty(
+                (max_batch, channels, h, w), dtype=torch.float32
+            ).pin_memory()
             self._stream = torch.cuda.Stream(self._torch_device)
             self._context.set_tensor_address(self._input_name, self._input.data_ptr())
             self._context.set_tensor_address(self._output_name, self._output.data_ptr())

@@ -3,7 +3,10 @@
 Every model maps a (N, 1, H, W) float32 diffraction pattern (preprocessed, see
 `preprocessing`) to one (N, 2, H, W) tensor on the object grid: channel 0 the phase in radians
 (``pi * tanh``, so in (-pi, pi)), channel 1 the amplitude (``sigmoid``, dimensionless, in
-(0, 1)). Patch pixel (H // 2, W // 2) is where the beam centre sits (see `geometry`).
+(0, 1)). Patch pixel (H // 2, W // 2) is where the beam centre sits (see `geometry`). A model
+built with ``uncertainty=True`` adds channel 2: one standard deviation of the phase in radians,
+per pixel, uncalibrated (a Laplace scale head; `uncertainty` holds the likelihood and the
+calibration, whose factor the engines apply from the sidecar).
 
 Two presets, one generic builder (`ModelConfig` -> `PtychoNNNet`):
 
@@ -70,6 +73,9 @@ class ModelConfig:
         batch_norm: a BatchNorm after every hidden conv (the published edge code's
             ``use_batch_norm`` option): trains faster from scratch, and folds into the convs
             for inference (ONNX Runtime and TensorRT fuse it), so it costs nothing there.
+        uncertainty: the phase decoder's last conv emits one more channel, the per-pixel
+            phase uncertainty (`uncertainty`: a Laplace scale head), and the output grows to
+            (N, 3, H, W). False keeps the original two-channel network.
     """
 
     name: str = "edge"
@@ -78,6 +84,7 @@ class ModelConfig:
     decoder_channels: tuple[int, ...] = (128, 64, 32, 16)
     separate_decoders: bool = False
     batch_norm: bool = False
+    uncertainty: bool = False
 
     def __post_init__(self) -> None:
         self.input_shape = (int(self.input_shape[0]), int(self.input_shape[1]))
@@ -118,6 +125,7 @@ class ModelConfig:
         separate_decoders: bool | None = None,
         batch_norm: bool = False,
         depth: int | None = None,
+        uncertainty: bool = False,
     ) -> ModelConfig:
         """A family member by name, optionally resized.
 
@@ -131,6 +139,7 @@ class ModelConfig:
             depth: keep only the first ``depth`` down blocks and the last ``depth`` up blocks
                 (a shallower member: e.g. depth 3 on a 32-pixel input keeps a 4x4 bottleneck
                 instead of 2x2); default the preset's (3 / 4).
+            uncertainty: add the phase-uncertainty channel (`ModelConfig.uncertainty`).
         """
         if name not in _PRESETS:
             raise ValueError(f"unknown model {name!r}; known: {list(MODEL_NAMES)}")
@@ -155,13 +164,15 @@ class ModelConfig:
                 raise ValueError(f"depth must lie in 1..{full} for {name!r}, got {depth}")
             spec["encoder_channels"] = spec["encoder_channels"][:depth]
             spec["decoder_channels"] = spec["decoder_channels"][full - depth :]
-        return cls(name=name, batch_norm=bool(batch_norm), **spec)
+        return cls(name=name, batch_norm=bool(batch_norm), uncertainty=bool(uncertainty), **spec)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["input_shape"] = list(self.input_shape)
         d["encoder_channels"] = list(self.encoder_channels)
         d["decoder_channels"] = list(self.decoder_channels)
+        if not self.uncertainty:
+            del d["uncertainty"]  # a model without the field writes the sidecar it always did
         return d
 
     @classmethod
@@ -173,6 +184,7 @@ class ModelConfig:
             "decoder_channels",
             "separate_decoders",
             "batch_norm",
+            "uncertainty",
         }
         unknown = set(d) - known
         if unknown:
@@ -228,12 +240,15 @@ class PtychoNNNet(nn.Module):
             layers += _down_block(c_in, c_out, config.batch_norm)
             c_in = c_out
         self.encoder = nn.Sequential(*layers)
+        extra = 1 if config.uncertainty else 0  # the phase-uncertainty channel
         if config.separate_decoders:
-            self.decoder_phase = _decoder(c_in, config.decoder_channels, 1, config.batch_norm)
+            self.decoder_phase = _decoder(
+                c_in, config.decoder_channels, 1 + extra, config.batch_norm
+            )
             self.decoder_amplitude = _decoder(c_in, config.decoder_channels, 1, config.batch_norm)
             self.decoder = None
         else:
-            self.decoder = _decoder(c_in, config.decoder_channels, 2, config.batch_norm)
+            self.decoder = _decoder(c_in, config.decoder_channels, 2 + extra, config.batch_norm)
             self.decoder_phase = None
             self.decoder_amplitude = None
         self.reset_parameters()
@@ -263,11 +278,15 @@ class PtychoNNNet(nn.Module):
         code = self.encoder(x)
         if self.decoder is not None:
             out = self.decoder(code)
-            phase, amplitude = out[:, 0:1], out[:, 1:2]
+            phase, amplitude, scale = out[:, 0:1], out[:, 1:2], out[:, 2:3]
         else:
-            phase = self.decoder_phase(code)
+            out = self.decoder_phase(code)
+            phase, scale = out[:, 0:1], out[:, 1:2]
             amplitude = self.decoder_amplitude(code)
-        return torch.cat([math.pi * torch.tanh(phase), torch.sigmoid(amplitude)], dim=1)
+        fields = [math.pi * torch.tanh(phase), torch.sigmoid(amplitude)]
+        if self.config.uncertainty:
+            fields.append(uncertainty_from_logit(scale))
+        return torch.cat(fields, dim=1)
 
     def phase_head_parameters(self) -> int:
         """Parameters of the phase path alone (encoder + phase decoder), the published count.
@@ -280,6 +299,20 @@ class PtychoNNNet(nn.Module):
             amplitude_filter = last.weight[1:].numel() + last.bias[1:].numel()
             return encoder + count_parameters(self.decoder) - amplitude_filter
         return encoder + count_parameters(self.decoder_phase)
+
+
+MIN_SIGMA_RAD = 1e-3
+"""Smallest phase uncertainty the scale head can state (rad): keeps the likelihood finite."""
+
+
+def uncertainty_from_logit(raw: torch.Tensor) -> torch.Tensor:
+    """The scale head's raw output -> one standard deviation of the phase in radians.
+
+    ``sqrt(2) * (softplus(raw) + MIN_SIGMA_RAD / sqrt(2))``: the standard deviation of a
+    Laplace distribution whose scale is ``softplus(raw)`` (floored), uncalibrated (the
+    calibration factor lives in the sidecar; `uncertainty`).
+    """
+    return math.sqrt(2.0) * torch.nn.functional.softplus(raw) + MIN_SIGMA_RAD
 
 
 def count_parameters(module: nn.Module) -> int:

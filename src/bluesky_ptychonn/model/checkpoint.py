@@ -68,6 +68,9 @@ class Sidecar:
         training: provenance: data sources, options, seed, epochs, losses, time, parent model.
         package_version: the bluesky-ptychonn version that wrote it.
         created: ISO 8601 UTC time of writing.
+        uncertainty: for a model with the uncertainty head, its calibration
+            (`uncertainty.calibrate_uncertainty`: ``calibration_scale``, coverage before and
+            after); empty otherwise (and then not written).
     """
 
     architecture: ModelConfig
@@ -77,21 +80,35 @@ class Sidecar:
     training: dict[str, Any] = field(default_factory=dict)
     package_version: str = __version__
     created: str = ""
+    uncertainty: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def uncertainty_scale(self) -> float:
+        """The calibration factor on the stated phase sigma (1.0 when not calibrated)."""
+        return float(self.uncertainty.get("calibration_scale", 1.0))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "format": SIDECAR_FORMAT,
             "format_version": SIDECAR_FORMAT_VERSION,
             "version": self.version,
             "architecture": self.architecture.to_dict(),
             "input_shape": list(self.architecture.input_shape),
-            "output": "(N, 2, H, W) float32: channel 0 phase (rad), channel 1 amplitude",
+            "output": (
+                "(N, 3, H, W) float32: channel 0 phase (rad), channel 1 amplitude, channel 2 "
+                "phase uncertainty (rad, one standard deviation, times calibration_scale)"
+                if self.architecture.uncertainty
+                else "(N, 2, H, W) float32: channel 0 phase (rad), channel 1 amplitude"
+            ),
             "preprocessing": self.preprocessing.to_dict(),
             "files": self.files,
             "training": self.training,
             "package_version": self.package_version,
             "created": self.created,
         }
+        if self.uncertainty:
+            d["uncertainty"] = self.uncertainty
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "sidecar") -> Sidecar:
@@ -127,6 +144,7 @@ class Sidecar:
             training=dict(d.get("training", {})),
             package_version=str(d.get("package_version", "")),
             created=str(d.get("created", "")),
+            uncertainty=dict(d.get("uncertainty", {})),
         )
 
     def write(self, path: str | os.PathLike[str]) -> Path:
@@ -284,8 +302,16 @@ def save_model(
     version: str | None = None,
     training: dict[str, Any] | None = None,
     overwrite: bool = True,
+    uncertainty: dict[str, Any] | None = None,
+    probe: Any = None,
 ) -> Path:
     """Write ``<directory>/<stem>.safetensors`` and its sidecar ``<stem>.json``.
+
+    Args:
+        uncertainty: the calibration of the uncertainty head (`uncertainty`), if any.
+        probe: the (h, w) complex probe on the frame's object grid, sqrt(photons), that the
+            training frames were measured with; written as ``<stem>.probe.npy`` (role
+            ``probe``) for the endpoint's physics check (`inference.physics`).
 
     Returns:
         The sidecar path.
@@ -314,8 +340,34 @@ def save_model(
         version=version or f"{model.config.name}-{digest[:12]}",
         files={"weights": {"path": weights.name, "sha256": digest, "format": "safetensors"}},
         training=dict(training or {}),
+        uncertainty=dict(uncertainty or {}),
     )
+    if probe is not None:
+        sidecar.files["probe"] = write_probe(directory / f"{stem}.probe.npy", probe)
     return sidecar.write(sidecar_path)
+
+
+def write_probe(path: str | os.PathLike[str], probe: Any) -> dict[str, str]:
+    """Write a complex probe as .npy (no pickle) and return its ``files`` entry."""
+    import numpy as np
+
+    probe = np.asarray(probe)
+    if probe.ndim == 3:  # modes: the physics check uses the strongest
+        probe = probe[int(np.argmax((np.abs(probe) ** 2).sum(axis=(1, 2))))]
+    if probe.ndim != 2 or not np.iscomplexobj(probe) or not np.all(np.isfinite(probe)):
+        raise ValueError("the probe must be a finite complex (h, w) array")
+    path = Path(path)
+    np.save(path, probe.astype(np.complex64), allow_pickle=False)
+    return {"path": path.name, "sha256": sha256_file(path), "format": "npy"}
+
+
+def read_probe(files: ModelFiles) -> Any:
+    """The model's probe (complex64 (h, w), sqrt(photons)) after its sha256 check, or None."""
+    import numpy as np
+
+    if "probe" not in files.sidecar.files:
+        return None
+    return np.load(files.verified("probe"), allow_pickle=False)
 
 
 def load_model(

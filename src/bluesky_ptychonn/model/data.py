@@ -49,6 +49,8 @@ class TrainingSet:
             illuminated part of each patch); all ones when the probe is unknown.
         label_pixel_size_m: pixel size of the labels in metres.
         metadata: provenance (source, sample kinds, seeds, beamline settings), JSON-ready.
+        probe: (h, w) complex probe on the frame's object grid in sqrt(photons) that the
+            frames were measured with (saved with a model for its physics check), or None.
     """
 
     frames: np.ndarray
@@ -56,6 +58,7 @@ class TrainingSet:
     weights: np.ndarray
     label_pixel_size_m: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    probe: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.frames = np.asarray(self.frames)
@@ -83,6 +86,7 @@ class TrainingSet:
             self.weights,
             self.label_pixel_size_m,
             dict(self.metadata),
+            self.probe,
         )
 
     @staticmethod
@@ -105,6 +109,7 @@ class TrainingSet:
             weights / max(float(weights.max()), 1e-30),
             first.label_pixel_size_m,
             {"parts": [p.metadata for p in parts]},
+            first.probe,
         )
 
 
@@ -248,7 +253,7 @@ def simulate_training_set(
     counts[: n_patterns % n_samples] += 1
     rng = np.random.default_rng(seed)
     frames, labels, weights = [], [], None
-    label_pixel = None
+    label_pixel = probe = None
     configs = []
     for k, n in enumerate(counts):
         config = SimBeamlineConfig(
@@ -271,7 +276,8 @@ def simulate_training_set(
         positions = np.stack([rng.uniform(y0, y1, n), rng.uniform(x0, x1, n)], axis=1)
         frames.append(beamline.patterns(positions, rng))
         if weights is None:
-            weights = label_weights(beamline.probe_on_readout_grid, preprocessing)
+            probe = beamline.probe_on_readout_grid
+            weights = label_weights(probe, preprocessing)
             label_pixel = preprocessing.object_patch_geometry(beamline.pixel_size_m)[0]
 
         def extract(pos: np.ndarray, shape: tuple[int, int], bl: SimBeamline = beamline):
@@ -298,6 +304,7 @@ def simulate_training_set(
             "seed": int(seed),
             "beamline": configs[0],
         },
+        probe,
     )
 
 
@@ -378,4 +385,5 @@ def training_set_from_reconstruction(
             "amplitude_factor": amplitude_factor,
             "data": {k: v for k, v in data.metadata.items() if isinstance(v, (str, int, float))},
         },
+        None if probe is None else np.asarray(probe),
     )

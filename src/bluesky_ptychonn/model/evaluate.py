@@ -45,12 +45,13 @@ def patch_phase_ssim(
     """Phase SSIM of each predicted patch against its label, (N,) floats (1 = identical).
 
     Args:
-        predictions, labels: (N, 2, H, W) phase (rad) and amplitude.
+        predictions, labels: (N, 2, H, W) phase (rad) and amplitude (predictions may carry
+            the phase uncertainty as a third channel).
         weights: (H, W) probe intensity on the label grid (the labels' gauge and the default
             mask); uniform when None.
         mask: bool (H, W) region to compare; default ``illuminated_mask(weights)``.
     """
-    predictions = np.asarray(predictions)
+    predictions = np.asarray(predictions)[:, :2]  # a third channel (uncertainty) is not scored
     labels = np.asarray(labels)
     if predictions.shape != labels.shape or predictions.ndim != 4 or predictions.shape[1] != 2:
         raise ValueError(

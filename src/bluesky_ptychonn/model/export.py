@@ -201,7 +201,9 @@ def export_onnx(
     side.files = {
         k: v
         for k, v in side.files.items()
-        if k == "weights" and (out.parent / v["path"]).is_file() and side_path.parent == out.parent
+        if k in ("weights", "probe")
+        and (out.parent / v["path"]).is_file()
+        and side_path.parent == out.parent
     }
     side.files["onnx"] = export_facts
     side.created = ""

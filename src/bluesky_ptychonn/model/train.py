@@ -31,6 +31,7 @@ from torch import nn  # noqa: F401  (type hints)
 from .architectures import ModelConfig, PtychoNNNet, build_model, count_parameters
 from .data import TrainingSet, illuminated_mask
 from .preprocessing import Preprocessing
+from .uncertainty import laplace_nll
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +122,36 @@ def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+def held_out(data: TrainingSet, options: TrainingOptions) -> TrainingSet:
+    """The pairs `fit` holds out for validation with these options (never trained on)."""
+    return data.subset(_split(len(data), options.validation_fraction, options.seed)[1])
+
+
 def _loss_terms(
     pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(phase MAE in rad, amplitude MAE), over the bool (H, W) ``region`` when given."""
-    diff = (pred - target).abs()
+    diff = (pred[:, :2] - target).abs()
     if region is not None:
         diff = diff[:, :, region]
     return diff[:, 0].mean(), diff[:, 1].mean()
+
+
+def _uncertainty_term(
+    pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None
+) -> torch.Tensor:
+    """Laplace NLL of the phase error under the predicted uncertainty (0 without the head).
+
+    The error is detached: the phase itself is trained by the MAE exactly as without the
+    head, and the scale head learns how large that error is (`uncertainty.laplace_nll`).
+    """
+    if pred.shape[1] < 3:
+        return pred.new_zeros(())
+    error = (pred[:, 0] - target[:, 0]).detach()
+    sigma = pred[:, 2]
+    if region is not None:
+        error, sigma = error[:, region], sigma[:, region]
+    return laplace_nll(error, sigma).mean()
 
 
 def train_model(
@@ -146,7 +169,9 @@ def train_model(
             loaded model).
         inputs: (N, 1, H, W) float32 preprocessed patterns (`Preprocessing.apply`).
         labels: (N, 2, H, W) float32 phase (rad) and amplitude.
-        options: the run's settings.
+        options: the run's settings. A model with the uncertainty head (`ModelConfig.
+            uncertainty`) adds the Laplace NLL of its (detached) phase error to the loss; the
+            kept epoch is still chosen by phase + amplitude MAE.
         region: bool (H, W), where the loss is evaluated (None: everywhere).
     """
     options = options or TrainingOptions()
@@ -228,8 +253,9 @@ def _loop(
             for s in range(steps_per_epoch):
                 idx = order[s * batch : (s + 1) * batch]
                 xb, yb = x_train[idx].to(device), y_train[idx].to(device)
-                phase_loss, amplitude_loss = _loss_terms(model(xb), yb, region)
-                loss = phase_loss + amplitude_loss
+                out = model(xb)
+                phase_loss, amplitude_loss = _loss_terms(out, yb, region)
+                loss = phase_loss + amplitude_loss + _uncertainty_term(out, yb, region)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -96,10 +96,11 @@ def train_step(
     import torch
 
     from ..model.architectures import ModelConfig
-    from ..model.checkpoint import Sidecar, load_model, save_model
+    from ..model.checkpoint import Sidecar, load_model, read_probe, resolve, save_model
     from ..model.data import TrainingSet
     from ..model.preprocessing import Preprocessing
     from ..model.train import TrainingOptions, fit
+    from ..model.uncertainty import calibrate_uncertainty
     from .executors import worker_threads
     from .gate import check_finite_weights, score_step
     from .labels import LabelSet
@@ -124,9 +125,10 @@ def train_step(
         new.label_pixel_size_m,
         {"scans": [new.lineage.get("scan_uid"), *[e.lineage.get("scan_uid") for e in earlier]]},
     )
-    parent = None
+    parent = probe = None
     if incumbent_dir:
         model, sidecar = load_model(incumbent_dir)
+        probe = read_probe(resolve(incumbent_dir))  # the physics check's probe carries over
         check_finite_weights(model, sidecar.version)
         preprocessing = sidecar.preprocessing
         epochs = opts.epochs
@@ -166,7 +168,16 @@ def train_step(
     provenance["continual"] = {"generation": generation, "new_labels": str(new_labels)}
     check_finite_weights(result.model, f"challenger of generation {generation}")
     out = Path(out_dir)
-    sidecar_path = save_model(result.model, out, preprocessing, training=provenance)
+    uncertainty = None
+    held_frames, held_labels = new.part(holdout=True)
+    if result.model.config.uncertainty and len(held_frames) >= 2:
+        # calibrated on the new scan's frozen holdout (never trained on)
+        held = TrainingSet(held_frames, held_labels, new.weights, new.label_pixel_size_m)
+        uncertainty = calibrate_uncertainty(result.model, held, preprocessing)
+    sidecar_path = save_model(
+        result.model, out, preprocessing, training=provenance, uncertainty=uncertainty,
+        probe=probe,
+    )  # fmt: skip
     sidecar = Sidecar.read(sidecar_path)
     digest = sidecar.files["weights"]["sha256"]
     # the version names the generation and the weights' digest (the sidecar is rewritten only)

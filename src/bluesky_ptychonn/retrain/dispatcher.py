@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..documents import read_start
+from .gate import LiveQuality
 from .loop import ContinualLoop, ScanRecord
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,8 @@ class RetrainDispatcher:
             json.loads(self.queue_file.read_text()) if self.queue_file.is_file() else []
         )
         self._starts: dict[str, dict[str, Any]] = {}  # runs open now
+        self._live: dict[str, LiveQuality] = {}  # the endpoint's quality readings, by run
+        self._descriptors: dict[str, str] = {}  # descriptor uid -> run uid
         self._finished: dict[str, dict[str, Any]] = {}  # start documents of queued runs
         self._cv = threading.Condition()
         self._closing = False
@@ -128,15 +132,43 @@ class RetrainDispatcher:
         if name == "start":
             if is_ptychography(doc):
                 self._starts[doc["uid"]] = doc
+                self._live[doc["uid"]] = LiveQuality()
+        elif name == "descriptor":
+            if doc.get("run_start") in self._live:
+                self._descriptors[doc["uid"]] = doc["run_start"]
+        elif name in ("event", "event_page"):
+            self._note_quality(doc)
         elif name == "stop":
             start = self._starts.pop(doc.get("run_start", ""), None)
             if start is None:
                 return
+            self._descriptors = {d: r for d, r in self._descriptors.items() if r != start["uid"]}
             if doc.get("exit_status", "success") != "success":
+                self._live.pop(start["uid"], None)
                 log.info("run %s ended with %s: not queued", start["uid"], doc["exit_status"])
                 return
             self._finished[start["uid"]] = start
             self.enqueue(start["uid"])
+
+    def _note_quality(self, doc: dict[str, Any]) -> None:
+        """Keep the endpoint device's live quality readings of a run (the gate's early
+        trigger, `gate.LiveQuality`): cheap, one float per reading and event."""
+        live = self._live.get(self._descriptors.get(doc.get("descriptor", ""), ""))
+        if live is None:
+            return
+        for key, values in doc.get("data", {}).items():
+            target = (
+                live.residuals
+                if key.endswith("_physics_residual_mean")
+                else live.uncertainties_rad
+                if key.endswith("_phase_uncertainty_mean")
+                else None
+            )
+            if target is None:
+                continue
+            for value in values if isinstance(values, list) else [values]:  # event pages
+                if isinstance(value, int | float) and math.isfinite(value):
+                    target.append(float(value))
 
     def enqueue(self, uid: str) -> None:
         """Queue a finished run by uid (also for runs recorded earlier)."""
@@ -259,7 +291,10 @@ class RetrainDispatcher:
                 self.source(uid, path)
             except (ValueError, KeyError) as error:  # not a usable scan: say so in a record
                 return self.loop.refuse(uid, uid, error)
-        return self.loop.process_scan(path, uid, initial_object_path=self._live_mosaic(uid))
+        live = self._live.pop(uid, None)
+        return self.loop.process_scan(
+            path, uid, initial_object_path=self._live_mosaic(uid), live_quality=live
+        )
 
     def _live_mosaic(self, uid: str) -> Path | None:
         """The run's live mosaic as a CXI reconstruction file for the loop, or None."""

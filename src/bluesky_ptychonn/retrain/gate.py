@@ -13,11 +13,19 @@ its reason, and keeps the suspension state of the paper's loop:
                               check again after ``recheck_interval_s``
 ``skip``                      suspended and the recheck is not due: the run is not reconstructed
 ============================  =====================================================================
+
+Early trigger: the endpoint scores every frame live (the physics residual of the predicted
+patch against its pattern, and the stated phase uncertainty: `inference.quality`), long before
+ePIE labels exist. `LiveQuality` holds a run's per-frame values; when the median of its last
+``quality_window_frames`` frames exceeds ``residual_rise`` times the median of its first
+window, the network stopped explaining the data during the run, and a suspended gate
+reconstructs and checks that run instead of skipping it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from statistics import median
 from typing import Any
 
 import numpy as np
@@ -86,6 +94,37 @@ class Decision:
         }
 
 
+@dataclass
+class LiveQuality:
+    """Per-frame live quality of one run, in frame order (either list may be empty).
+
+    Attributes:
+        residuals: physics residual of each frame (`inference.physics`; ~1 at the noise floor).
+        uncertainties_rad: mean stated phase uncertainty of each frame (rad).
+    """
+
+    residuals: list[float] = field(default_factory=list)
+    uncertainties_rad: list[float] = field(default_factory=list)
+
+    def alarm(self, rise: float | None, window: int) -> str | None:
+        """Why the run's quality rose (a sentence), or None: it did not, or too few frames."""
+        if rise is None:
+            return None
+        for name, values in (
+            ("physics residual", self.residuals),
+            ("phase uncertainty", self.uncertainties_rad),
+        ):
+            if len(values) < 2 * window:
+                continue
+            first, last = median(values[:window]), median(values[-window:])
+            if first > 0 and last > rise * first:
+                return (
+                    f"{name} rose during the run: median {last:.3g} over the last {window} "
+                    f"frames against {first:.3g} over the first (> {rise:g}x)"
+                )
+        return None
+
+
 class Gate:
     """The decision rule and its suspension state (see the module docstring).
 
@@ -99,14 +138,25 @@ class Gate:
         options.validate()
         self.options = options
         self.suspended_until = suspended_until
+        self.last_alarm: str | None = None  # the early trigger of the last run, if any
 
     @property
     def suspended(self) -> bool:
         return self.suspended_until is not None
 
-    def before_reconstruction(self, now_s: float) -> Decision | None:
-        """``skip`` while suspended and the recheck is not due; None: reconstruct and gate."""
-        if self.suspended_until is not None and now_s < self.suspended_until:
+    def before_reconstruction(
+        self, now_s: float, live: LiveQuality | None = None
+    ) -> Decision | None:
+        """``skip`` while suspended and the recheck is not due; None: reconstruct and gate.
+
+        A run whose ``live`` quality raised an alarm (`LiveQuality.alarm`) is never skipped:
+        the early trigger brings the recheck forward.
+        """
+        alarm = None
+        if live is not None:
+            alarm = live.alarm(self.options.residual_rise, self.options.quality_window_frames)
+        self.last_alarm = alarm
+        if alarm is None and self.suspended_until is not None and now_s < self.suspended_until:
             left = self.suspended_until - now_s
             return Decision(
                 "skip",

@@ -36,7 +36,7 @@ from typing import Any
 
 from .challenger import judge, scratch_preprocessing_dict, train_step
 from .executors import Executor, InlineExecutor
-from .gate import Decision, Gate, ValidatedLevel, mismatch_from_dict, score_step
+from .gate import Decision, Gate, LiveQuality, ValidatedLevel, mismatch_from_dict, score_step
 from .labels import labels_step
 from .options import LoopOptions
 from .promote import PushFailed, export_step, push, registry_write
@@ -255,8 +255,13 @@ class ContinualLoop:
         *,
         initial_object_path: str | Path | None = None,
         now_s: float | None = None,
+        live_quality: LiveQuality | None = None,
     ) -> ScanRecord:
-        """Run the loop for one finished scan (a CXI file); return and keep its record."""
+        """Run the loop for one finished scan (a CXI file); return and keep its record.
+
+        ``live_quality``: the run's per-frame physics residuals / stated uncertainties from
+        the endpoint; a rise during the run is the gate's early trigger (`gate.LiveQuality`).
+        """
         with self._lock:
             started = time.perf_counter()
             scan_path = str(scan_path)
@@ -265,7 +270,7 @@ class ContinualLoop:
             record = ScanRecord(scan=Path(scan_path).name, scan_uid=uid, decision="", reason="")
             try:
                 self._retry_pending_push(record)
-                self._process(record, scan_path, uid, initial_object_path, now)
+                self._process(record, scan_path, uid, initial_object_path, now, live_quality)
             except ConnectionError:  # no cluster: not processed; the caller keeps it queued
                 self._set_state("suspended" if self.gate.suspended else "idle")
                 raise
@@ -310,8 +315,9 @@ class ContinualLoop:
         uid: str,
         initial_object_path: str | Path | None,
         now: float,
+        live_quality: LiveQuality | None = None,
     ) -> None:
-        skip = self.gate.before_reconstruction(now)
+        skip = self.gate.before_reconstruction(now, live_quality)
         if skip is not None:
             record.decision, record.reason = skip.action, skip.reason
             return
@@ -358,6 +364,8 @@ class ContinualLoop:
             )
         decision: Decision = self.gate.decide(mismatch, now)
         record.decision, record.reason = decision.action, decision.reason
+        if self.gate.last_alarm:  # the run was checked early: say why
+            record.reason = f"{decision.reason} (early trigger: {self.gate.last_alarm})"
         if mismatch is not None:
             record.mismatch = {**mismatch.to_dict(), "reference_source": self.level.source}
         self.level.observe(decision)

@@ -45,6 +45,11 @@ class GateOptions:
             model in service, its own level on the frozen holdout becomes its validated level
             (the gate then measures drift from what it does, instead of retraining at every
             scan); until then each scan adds its labels and a new challenger is trained.
+        residual_rise: early trigger: a run whose live physics residual (or stated phase
+            uncertainty) over its last ``quality_window_frames`` frames rises above this
+            factor times its first window's is reconstructed and checked even while the gate
+            is suspended (`gate.LiveQuality`); None: no early trigger.
+        quality_window_frames: frames per window of that comparison (median of each).
     """
 
     tolerance_ssim: float = 0.10
@@ -52,8 +57,18 @@ class GateOptions:
     recheck_interval_s: float = 3600.0
     holdout_fraction: float = 0.1
     max_failed_challengers: int = 3
+    residual_rise: float | None = 1.5
+    quality_window_frames: int = 50
 
     def validate(self) -> None:
+        if self.residual_rise is not None and not self.residual_rise > 1:
+            raise ValueError(f"residual_rise must exceed 1, got {self.residual_rise!r}")
+        if int(self.quality_window_frames) != self.quality_window_frames or (
+            self.quality_window_frames < 1
+        ):
+            raise ValueError(
+                f"quality_window_frames must be a positive int, got {self.quality_window_frames!r}"
+            )
         if not 0 < self.tolerance_ssim < 1:
             raise ValueError(f"tolerance_ssim must lie in (0, 1), got {self.tolerance_ssim!r}")
         if self.tolerance_phase_rad is not None and not self.tolerance_phase_rad > 0:

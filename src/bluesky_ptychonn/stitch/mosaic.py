@@ -70,6 +70,8 @@ class MosaicSnapshot:
         metrics: optional quality numbers (e.g. SSIM against a reference).
         run_uid: the run the mosaic belongs to ("" when not known), so that a consumer of a
             stitcher's final snapshots can tell the runs apart.
+        phase_uncertainty: (R, C) one standard deviation of the phase (rad; NaN where
+            unmeasured) when the patches carried one (`stitch.uncertainty`), else None.
     """
 
     phase: np.ndarray
@@ -82,6 +84,7 @@ class MosaicSnapshot:
     frames_outside: int = 0
     metrics: dict = field(default_factory=dict)
     run_uid: str = ""
+    phase_uncertainty: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.phase = np.asarray(self.phase, dtype=np.float32)
@@ -97,6 +100,13 @@ class MosaicSnapshot:
         if not self.pixel_size_m > 0:
             raise ValueError(f"pixel_size_m must be positive, got {self.pixel_size_m!r}")
         self.origin_m = (float(self.origin_m[0]), float(self.origin_m[1]))
+        if self.phase_uncertainty is not None:
+            self.phase_uncertainty = np.asarray(self.phase_uncertainty, dtype=np.float32)
+            if self.phase_uncertainty.shape != self.phase.shape:
+                raise ValueError(
+                    f"phase_uncertainty {self.phase_uncertainty.shape} does not match the "
+                    f"phase {self.phase.shape}"
+                )
 
     @property
     def grid(self) -> PixelGrid:

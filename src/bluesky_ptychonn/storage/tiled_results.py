@@ -20,7 +20,9 @@ Reconstructions live in the catalog's ``reconstructions`` container, one contain
 ``created``, ``updated``  ISO 8601 UTC
 =====================  =========================================================================
 
-Arrays: live mosaics hold ``phase`` (rad), ``amplitude`` and ``weights`` (float32, (H, W));
+Arrays: live mosaics hold ``phase`` (rad), ``amplitude`` and ``weights`` (float32, (H, W)),
+and ``phase_uncertainty`` (rad, one standard deviation, NaN where unmeasured) when the model
+states one;
 iterative results hold ``object`` (complex64 (H, W)), ``probe`` (complex64, (H, W) or
 (modes, H, W)), ``positions_m`` ((N, 2) (y, x) m, refined) and ``error_history`` ((I,)).
 
@@ -41,6 +43,7 @@ import numpy as np
 from .. import __version__
 from ..dataset import ComplexImage, PtychoDataset, Reconstruction
 from ..geometry import PixelGrid, as_positions_m
+from ..intervals import FIELD
 from ..stitch.mosaic import MosaicSnapshot
 from .tiled_catalog import NodeWrite, TiledCatalog, safe_key, utc_now
 
@@ -80,6 +83,7 @@ class LiveMosaic:
     pixel_size_m: float
     origin_m: tuple[float, float]
     metadata: dict[str, Any]
+    phase_uncertainty: np.ndarray | None = None
 
     @property
     def grid(self) -> PixelGrid:
@@ -141,6 +145,11 @@ def live_mosaic_write(
             "phase": snapshot.phase,
             "amplitude": snapshot.amplitude,
             "weights": snapshot.weights,
+            **(
+                {FIELD: snapshot.phase_uncertainty}
+                if snapshot.phase_uncertainty is not None
+                else {}
+            ),
         },
         specs=[RECONSTRUCTION_SPEC],
     )
@@ -158,6 +167,7 @@ def read_live_mosaic(node: Any) -> LiveMosaic:
         pixel_size_m=float(metadata["pixel_size_m"]),
         origin_m=tuple(metadata["origin_m"]),
         metadata=metadata,
+        phase_uncertainty=node[FIELD].read() if FIELD in node else None,
     )
 
 

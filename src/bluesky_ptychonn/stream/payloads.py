@@ -43,7 +43,9 @@ __all__ = [
     "parse",
 ]
 
-UNCERTAINTY_KEY = "phase_uncertainty"  # the optional results array of uncertainty models
+from ..intervals import FIELD as UNCERTAINTY_KEY  # the optional array of uncertainty models
+
+RESIDUAL_KEY = "physics_residual"  # the optional per-frame residual of the physics check
 
 
 class PayloadError(WireError):
@@ -143,6 +145,8 @@ class ResultsPayload:
         pixel_scale: a patch pixel over the frame's object pixel (a crop coarsens it).
         created: (N,) unix seconds when each frame was made, or None.
         phase_uncertainty: (N, H, W) float radians, from models that estimate it, or None.
+        physics_residual: (N,) the label-free physics check's residual of each frame (about 0
+            when the patch explains its pattern, about 1 when not), or None.
         endpoint: the endpoint's name.
         timestamp: unix seconds when the results were made.
     """
@@ -157,6 +161,7 @@ class ResultsPayload:
     pixel_scale: float = 1.0
     created: np.ndarray | None = None
     phase_uncertainty: np.ndarray | None = None
+    physics_residual: list[float] | None = None
     endpoint: str = ""
     timestamp: float = 0.0
 
@@ -182,6 +187,13 @@ class ResultsPayload:
                 and math.isfinite(scale) and scale > 0):  # fmt: skip
             raise _fail(kind, f"pixel_scale must be a positive number, got {scale!r}")
         endpoint = message.extra.get("endpoint", "")
+        residual = message.extra.get(RESIDUAL_KEY)
+        if residual is not None and (
+            not isinstance(residual, list)
+            or len(residual) != n
+            or not all(isinstance(r, int | float) and not isinstance(r, bool) for r in residual)
+        ):
+            raise _fail(kind, f"{RESIDUAL_KEY} must be {n} numbers, got {residual!r:.80}")
         return cls(
             run_uid=message.run_uid,
             frame_ids=ids,
@@ -192,6 +204,7 @@ class ResultsPayload:
             pixel_scale=float(scale),
             created=created,
             phase_uncertainty=others[UNCERTAINTY_KEY],
+            physics_residual=None if residual is None else [float(r) for r in residual],
             endpoint=str(endpoint),
             timestamp=message.timestamp,
         )
@@ -212,7 +225,15 @@ class ResultsPayload:
             frame_ids=[int(i) for i in self.frame_ids],
             positions_m=self.positions_m,
             model_version=self.model_version or None,
-            extra={"endpoint": self.endpoint, "pixel_scale": float(self.pixel_scale)},
+            extra={
+                "endpoint": self.endpoint,
+                "pixel_scale": float(self.pixel_scale),
+                **(
+                    {}
+                    if self.physics_residual is None
+                    else {RESIDUAL_KEY: [float(r) for r in self.physics_residual]}
+                ),
+            },
         )
 
 
