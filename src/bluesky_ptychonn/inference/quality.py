@@ -14,12 +14,14 @@ Models without either give exactly the message they always gave.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..intervals import FIELD as UNCERTAINTY_ARRAY
-from .physics import PhysicsCheck
+
+if TYPE_CHECKING:  # the device reads summaries on the RunEngine side: no scipy there
+    from .physics import PhysicsCheck
 
 RESIDUAL_EXTRA = "physics_residual"
 

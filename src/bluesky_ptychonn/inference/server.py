@@ -56,7 +56,6 @@ from ..stream.payloads import (
 )
 from ..stream.sockets import LOOPBACK, FrameReceiver, ResultPublisher, tcp_address
 from ..stream.wire import Message
-from .physics import PhysicsCheck
 from .quality import frame_summaries, result_fields
 
 log = logging.getLogger(__name__)
@@ -225,9 +224,11 @@ class EndpointServer:
         return engine
 
     @staticmethod
-    def _physics_for(model_path: str, engine: Any) -> PhysicsCheck | None:
-        """The physics check of a model whose files carry its probe (None otherwise)."""
+    def _physics_for(model_path: str, engine: Any) -> Any:
+        """The physics check (`physics.PhysicsCheck`) of a model whose files carry its probe
+        (None otherwise); imported here, so that clients of this module need no scipy."""
         from ..model.checkpoint import read_probe, resolve
+        from .physics import PhysicsCheck
 
         probe = read_probe(resolve(model_path))
         if probe is None:
