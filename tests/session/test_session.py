@@ -49,6 +49,13 @@ def test_a_scan_of_the_session_reaches_the_live_view_and_tiled_and_close_stops_e
         np.testing.assert_allclose(mosaic.phase, final.phase)
         assert session.live_view.png_path.read_bytes()[:4] == b"\x89PNG"
         assert session.live_view.png_path.parent == session.config.data_dir
+        # N ePIE iterations from the live mosaic, on the data's (finer) object grid
+        refined = session.refine_last_scan(2)
+        assert refined.settings["seed"]["from"] == "mosaic"
+        assert refined.error_history.size == 2
+        assert refined.object.pixel_size_m < final.pixel_size_m or np.isclose(
+            refined.object.pixel_size_m, final.pixel_size_m
+        )
         # the continual-learning loop took the run from Tiled, and its device says so
         dispatcher = session.dispatcher
         assert dispatcher.wait_idle(timeout_s=120), dispatcher.status()

@@ -5,7 +5,8 @@ frames, input validation), the engines (``torch_engine``: PyTorch eager fp32 ref
 bf16 on CPU, fp16 + CUDA graphs on GPU; ``onnx_engine``: ONNX Runtime on CPU or CUDA;
 ``tensorrt_engine``: TensorRT 10 with cached plans), int8 static quantisation
 (``quantize``), the on-disk cache of derived files (``cache``) and ``loader`` (`load_engine`,
-`available_backends`). The endpoint server that batches frames from the wire comes later, on
+`available_backends`), and ``offline``: the stitched network image of a recorded scan
+(``bluesky-ptychonn infer``). The endpoint server that batches frames from the wire comes later, on
 top of this. May import ``model`` (and what it imports); never ``stream``, ``devices`` or
 anything that knows bluesky. onnxruntime and tensorrt are optional and imported lazily.
 """

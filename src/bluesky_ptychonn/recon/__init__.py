@@ -5,7 +5,8 @@ building blocks (`ops`), the steppable engines (`task`, `epie`, `ap`), the front
 (`api.reconstruct`, `api.make_task`), phase synchronisation of overlapping frames
 (`phase_sync`, pure numpy/scipy, reused by the live stitcher), quality checks against a ground
 truth (`quality`), the ground-truth-free assessment that decides whether a reconstruction may
-become labels (`assessment`) and the summary figure (`figure`). A diverged run raises
+become labels (`assessment`), the summary figure (`figure`), a stitched network image
+resampled as the starting object (`seed`) and ePIE started from it (`refine`). A diverged run raises
 `ReconstructionDiverged` instead of returning. The same code runs on CPU and CUDA by the
 ``device`` option. May import `geometry`, `dataset`, `metrics` and `sim.forward`; knows nothing
 of bluesky, devices, plans or callbacks.
