@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "train",
     "export",
     "serve",
+    "keys",
     "pva_ingest",
     "ioc",
     "tiled",
