@@ -307,3 +307,20 @@ def test_garbage_on_every_socket_is_counted_and_the_endpoint_keeps_serving(fuzz_
     failed = sum(v for k, v in refused.items() if "handshake_failed" in k)
     assert failed >= 3, refused  # at least one per socket
     assert status["frames_inferred"] >= before["frames_inferred"] + 4
+
+
+def test_the_continual_loop_pushes_to_a_keyed_endpoint_beyond_loopback(
+    models, keys, endpoint_factory, monkeypatch
+):
+    from bluesky_ptychonn.retrain.options import PromoteOptions
+    from bluesky_ptychonn.retrain.promote import PushFailed, push
+
+    monkeypatch.delenv(KEYS_ENV, raising=False)
+    endpoint = endpoint_factory(models[0], keys=keys, host="0.0.0.0")
+    control = endpoint.addresses[2]
+    options = PromoteOptions(push_attempts=1, push_timeout_s=2.0)
+    with pytest.raises(PushFailed, match="did not take"):  # no keys: no answer at all
+        push(control, models[1], options)
+    assert push(control, models[1], options, keys=keys)["model_version"] == "tiny-b"
+    monkeypatch.setenv(KEYS_ENV, str(keys))  # what a session with [endpoint] keys sets
+    assert push(control, models[0], options)["model_version"] == "tiny-a"

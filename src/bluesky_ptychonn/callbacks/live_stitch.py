@@ -54,6 +54,7 @@ from bluesky.callbacks.core import CallbackBase
 from ..stitch.accumulate import warm_up
 from ..stitch.mosaic import Mosaic, MosaicSnapshot
 from ..stitch.weights import gaussian_weight
+from ..stream.security import KeySource
 from ..stream.sockets import ResultCollector, ResultSubscriber
 from ..stream.wire import Message
 from .mosaic_source import SnapshotConsumer
@@ -109,6 +110,8 @@ class LiveStitcher(CallbackBase):
             the last synchronisation (None: only at the end of the run).
         keep_patches_bytes: memory for the kept patches of a run (see the module docstring).
         sync_iterations: power iteration budget of one synchronisation.
+        keys: CURVE client keys or their folder for endpoints that use keys (default
+            ``$BLUESKY_PTYCHONN_KEYS``).
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class LiveStitcher(CallbackBase):
         resync_every: int | None = None,
         keep_patches_bytes: int = KEEP_PATCHES_BYTES,
         sync_iterations: int = 1000,
+        keys: KeySource = None,
     ):
         super().__init__()
         if resync_every is not None and resync_every < 1:
@@ -154,7 +158,7 @@ class LiveStitcher(CallbackBase):
         self._subscriber = self._listener = None
         warm_up()  # the stitching kernel loads now, not when the first patches of a scan arrive
         if results_addresses is not None:
-            self._subscriber = ResultSubscriber(results_addresses)
+            self._subscriber = ResultSubscriber(results_addresses, keys=keys)
             self._listener = threading.Thread(
                 target=self._listen, name="live-stitcher", daemon=True
             )

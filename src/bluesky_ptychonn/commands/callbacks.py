@@ -36,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
     from ..storage.spool import document_from_json
 
     config = load_session_config(args.config)
+    if args.keys:  # the stitcher's result subscriber takes its keys from here
+        from ..stream.security import KEYS_ENV
+
+        os.environ[KEYS_ENV] = args.keys
     if args.data_dir:
         from pathlib import Path
 
@@ -95,6 +99,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the proxy's output address, host:port (default 127.0.0.1:5578)",
     )
     parser.add_argument("--results", help="the inference endpoint's result address (tcp://...)")
+    parser.add_argument(
+        "--keys",
+        metavar="DIR",
+        default=None,
+        help="CURVE key folder (client.key_secret, server.key) of an endpoint that uses keys "
+        "(default $BLUESKY_PTYCHONN_KEYS)",
+    )
     parser.add_argument(
         "--tiled", help="Tiled server URI to write runs and mosaics to (key from $TILED_API_KEY)"
     )
