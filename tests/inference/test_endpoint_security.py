@@ -324,3 +324,17 @@ def test_the_continual_loop_pushes_to_a_keyed_endpoint_beyond_loopback(
     assert push(control, models[1], options, keys=keys)["model_version"] == "tiny-b"
     monkeypatch.setenv(KEYS_ENV, str(keys))  # what a session with [endpoint] keys sets
     assert push(control, models[0], options)["model_version"] == "tiny-a"
+
+
+def test_the_keys_command_makes_a_folder_and_never_overwrites_it(tmp_path, capsys):
+    folder = tmp_path / "beamline-keys"
+    assert main(["keys", "init", str(folder)]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert ClientKeys.from_folder(folder).server_public == read_secret(made["server_secret"])[0]
+    assert main(["keys", "new", str(folder), "--name", "detector"]) == 0
+    capsys.readouterr()
+    assert main(["keys", "authorize", str(folder), str(folder / "detector.key")]) == 0
+    assert (folder / "authorized" / "detector.key").is_file()
+    assert not (folder / "control" / "detector.key").exists()  # data only unless --control
+    assert main(["keys", "init", str(folder)]) == 2  # existing keys are kept
+    assert "never overwritten" in capsys.readouterr().err
