@@ -338,3 +338,50 @@ def test_the_keys_command_makes_a_folder_and_never_overwrites_it(tmp_path, capsy
     assert not (folder / "control" / "detector.key").exists()  # data only unless --control
     assert main(["keys", "init", str(folder)]) == 2  # existing keys are kept
     assert "never overwritten" in capsys.readouterr().err
+
+
+wire_dtypes = st.sampled_from(["<u2", "<u4", "<f4", "<f8", "|u1", "<i4"])
+
+
+@st.composite
+def frame_messages(draw):
+    """Well-formed wire messages with arbitrary content: kinds, shapes, dtypes, ids, values."""
+    n = draw(st.integers(1, 3))  # (wire.encode cannot encode a zero-length batch)
+    shape = draw(
+        st.sampled_from([(n, *FRAME), (n, 16, 16), (n, 32), (n, *FRAME, 1), (n + 1, *FRAME)])
+    )
+    dtype = draw(wire_dtypes)
+    fill = draw(st.sampled_from([0.0, 3.0, np.nan, np.inf, -1.0, 1e30]))
+    frames = np.full(shape, fill if np.dtype(dtype).kind == "f" else 3, dtype=dtype)
+    arrays = draw(st.sampled_from([{"frames": frames}, {"other": frames}, {}]))
+    ids = draw(st.lists(st.integers(-(2**40), 2**40), min_size=n, max_size=n))
+    positions = draw(st.sampled_from([None, np.zeros((n, 2))]))
+    return Message(
+        draw(st.sampled_from(["frames", "results", "rejected", "control", "x" * 40])), arrays,
+        run_uid=draw(st.text(max_size=30)), frame_ids=ids, positions_m=positions,
+        extra=draw(st.dictionaries(st.text(max_size=5), st.integers(), max_size=3)),
+    )  # fmt: skip
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(message=frame_messages())
+def test_fuzzed_frame_messages_never_stop_the_endpoint(fuzz_target, message):
+    from bluesky_ptychonn.stream.wire import encode
+
+    server, keys = fuzz_target
+    sock = zmq.Context.instance().socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, 1000)
+    ClientKeys.from_folder(keys).apply(sock)
+    sock.connect(loopback(server, "frames"))
+    try:
+        sock.send_multipart(encode(message))
+    finally:
+        sock.close(linger=1000)
+    client = EndpointClient(loopback(server, "control"), keys=keys, timeout_s=20)
+    try:
+        assert client.status()["ok"]
+    finally:
+        client.close()
+    assert all(t.is_alive() for t in server._threads)
