@@ -648,9 +648,7 @@ class EndpointClient:
     def status(self) -> dict:
         return self.request("status")
 
-    def load_model(
-        self, path: str, timeout_s: float = 120.0, *, sha256: str | None = None
-    ) -> dict:
+    def load_model(self, path: str, timeout_s: float = 120.0, *, sha256: str | None = None) -> dict:
         """Ask for a hot swap to the model at ``path`` (as the endpoint sees it).
 
         ``sha256``: the sidecar digest the endpoint must find (from the registry,
