@@ -9,7 +9,8 @@ on-disk cache of derived files (``cache``) and ``loader`` (`load_engine`,
 `available_backends`, with ``auto``'s fallback). On top of them: the endpoint server that
 batches frames from the wire (``server``, ``process``) and its guard (``security``: CURVE,
 allow-lists, refused traffic, model digests). May import ``model`` (and what it imports) and,
-for the server, ``stream``; never ``devices`` or anything that knows bluesky. onnxruntime and tensorrt are optional and imported lazily.
+for the server, ``stream``; never ``devices`` or anything that knows bluesky. onnxruntime and
+tensorrt are optional and imported lazily.
 """
 
 from .engine import MAX_BATCH, BackendUnavailable, EngineInfo, EngineInputError, InferenceEngine
