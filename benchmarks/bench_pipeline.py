@@ -15,6 +15,12 @@ Measured in one run:
   (``bluesky-ptychonn serve``) and stitched into a `Mosaic` by a subscriber; ``sustained_fps``
   is frames stitched over the time from the first send to the last stitch, ``frames_lost`` is
   frames sent and never stitched, latencies run from frame creation to the mosaic update;
+* with ``--endpoints N``: N endpoint processes (``endpoint-0`` ...) share the one frame
+  stream (the source's PUSH socket spreads frames round-robin) and one subscriber merges
+  their results into the mosaic; ``frames_by_endpoint`` counts the stitched frames by the
+  endpoint tag each result carries, ``inferred_by_endpoint`` the endpoints' own counters
+  (scale-out: on one machine the endpoints share its cores; on a GPU host each can own a
+  GPU or a stream);
 * ``stitch_patches_per_s``: `Mosaic.add` alone on 64x64 patches (no alignment and with
   greedy phase alignment), after one warm-up call that compiles its kernel;
 * ``view``: the capacity (offered at the raw rate) with the browser view open against without,
@@ -31,6 +37,7 @@ Measured in one run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -47,6 +54,7 @@ from bluesky_ptychonn.commands.bench import write_records
 from bluesky_ptychonn.geometry import PixelGrid
 from bluesky_ptychonn.inference.loader import load_engine
 from bluesky_ptychonn.inference.process import EndpointProcess
+from bluesky_ptychonn.inference.server import EndpointClient
 from bluesky_ptychonn.model.architectures import build_model
 from bluesky_ptychonn.model.checkpoint import save_model
 from bluesky_ptychonn.model.preprocessing import Preprocessing
@@ -235,7 +243,7 @@ class ViewLooker:
 
 
 def stream_through(
-    endpoint: EndpointProcess,
+    endpoints: list[EndpointProcess],
     frames: np.ndarray,
     positions: np.ndarray,
     offered_fps: float,
@@ -251,8 +259,11 @@ def stream_through(
     """
     import psutil
 
-    endpoint_cpu = psutil.Process(endpoint.process.pid)
-    frames_address, results_address, _ = endpoint.addresses
+    endpoint_cpus = [psutil.Process(endpoint.process.pid) for endpoint in endpoints]
+    frames_addresses = [endpoint.addresses[0] for endpoint in endpoints]
+    results_addresses = [endpoint.addresses[1] for endpoint in endpoints]
+    inferred_before = [_inferred(endpoint) for endpoint in endpoints]
+    by_endpoint: dict[str, int] = {}
     collector = ResultCollector()
     latencies: list[float] = []
     stitched = 0
@@ -280,17 +291,21 @@ def stream_through(
         now = time.time()
         latencies.extend((now - message.arrays["created"][fresh]) * 1e3)
         stitched += fresh.size
+        tag = str(message.extra.get("endpoint", "?"))
+        by_endpoint[tag] = by_endpoint.get(tag, 0) + int(fresh.size)
         last_stitch = time.perf_counter()
 
     streamer = FrameStreamer(
-        frames_address, results_address, run_uid=run_uid, resend_after_s=5.0, on_result=stitch
-    )
+        frames_addresses, results_addresses, run_uid=run_uid, resend_after_s=5.0,
+        on_result=stitch,
+    )  # fmt: skip
     looker = None
     if view:
-        looker = ViewLooker(endpoint, mosaic, lock, positions, pixel_size_m, run_uid)
+        looker = ViewLooker(endpoints[0], mosaic, lock, positions, pixel_size_m, run_uid)
     time.sleep(0.5)  # subscriptions settle
     period = chunk / offered_fps
-    cpu_endpoint_0, cpu_self_0 = sum(endpoint_cpu.cpu_times()[:2]), time.process_time()
+    cpu_endpoint_0 = sum(sum(cpu.cpu_times()[:2]) for cpu in endpoint_cpus)
+    cpu_self_0 = time.process_time()
     start = time.perf_counter()
     for index, s in enumerate(range(0, len(frames), chunk)):
         delay = start + index * period - time.perf_counter()
@@ -306,7 +321,7 @@ def stream_through(
     while stitched < len(frames) and time.monotonic() < deadline:
         time.sleep(0.01)
     wall = time.perf_counter() - start
-    cpu_endpoint = sum(endpoint_cpu.cpu_times()[:2]) - cpu_endpoint_0
+    cpu_endpoint = sum(sum(cpu.cpu_times()[:2]) for cpu in endpoint_cpus) - cpu_endpoint_0
     cpu_self = time.process_time() - cpu_self_0
     streamer.close()
     view_record = {}
@@ -330,6 +345,12 @@ def stream_through(
         "cpu_cores_used": (cpu_endpoint + cpu_self) / wall,
         "view_open": view,
         **view_record,
+        "endpoints": len(endpoints),
+        "frames_by_endpoint": by_endpoint,
+        "inferred_by_endpoint": {
+            endpoint.name or f"endpoint-{i}": _inferred(endpoint) - before
+            for i, (endpoint, before) in enumerate(zip(endpoints, inferred_before, strict=True))
+        },
     }
 
 
@@ -340,7 +361,7 @@ def view_comparison(args, endpoint, backend, raw, frames, positions, pixel_size_
     for pair in range(args.view_pairs):
         for view in (False, True):
             result = stream_through(
-                endpoint, frames, positions, raw, pixel_size_m, args.chunk, view=view
+                [endpoint], frames, positions, raw, pixel_size_m, args.chunk, view=view
             )
             runs[view].append(result["sustained_fps"])
             records.append({"benchmark": "pipeline-view", "pair": pair, "backend": backend,
@@ -374,6 +395,15 @@ def view_comparison(args, endpoint, backend, raw, frames, positions, pixel_size_
     return records
 
 
+def _inferred(endpoint: EndpointProcess) -> int:
+    """The endpoint's own count of frames inferred (its status)."""
+    client = EndpointClient(endpoint.addresses[2])
+    try:
+        return int(client.status()["frames_inferred"])
+    finally:
+        client.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", required=True)
@@ -392,6 +422,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--lanes", type=int, default=1, help="endpoint infer lanes (engines side by side)"
+    )
+    parser.add_argument(
+        "--endpoints",
+        type=int,
+        default=1,
+        help="endpoint processes sharing the frame stream (scale-out; each with cores // N "
+        "engine threads on CPU)",
     )
     parser.add_argument(
         "--chunk",
@@ -432,19 +469,32 @@ def main(argv: list[str] | None = None) -> int:
                 **engine_options,
             )  # fmt: skip
         raw = max(raw_single, raw_lanes or 0.0)
-        with EndpointProcess(
-            model,
-            backend=args.backend,
-            batch_size=BATCH,
-            precision=args.precision,
-            lanes=args.lanes,
-            **engine_options,
-        ) as endpoint:
+        if args.endpoints < 1:
+            raise ValueError(f"--endpoints must be at least 1, got {args.endpoints}")
+        threads = None if args.endpoints == 1 else max(1, (os.cpu_count() or 1) // args.endpoints)
+        with contextlib.ExitStack() as stack:
+            endpoints = [
+                stack.enter_context(
+                    EndpointProcess(
+                        model,
+                        backend=args.backend,
+                        batch_size=BATCH,
+                        precision=args.precision,
+                        lanes=args.lanes,
+                        threads=threads,
+                        name=f"endpoint-{index}",
+                        **engine_options,
+                    )
+                )
+                for index in range(args.endpoints)
+            ]
+            endpoint = endpoints[0]
             backend = endpoint.ready.get("backend")
             for fraction in args.loads if not args.quick else (0.5,):
                 result = stream_through(
-                    endpoint, frames, positions, raw * fraction, beamline.pixel_size_m, args.chunk
-                )
+                    endpoints, frames, positions, raw * fraction, beamline.pixel_size_m,
+                    args.chunk,
+                )  # fmt: skip
                 record = {
                     "benchmark": "pipeline",
                     "model": "edge",

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# ophyd picks its control layer when it is first imported: pyepics when it is installed (the
+# dev extra installs it), else caproto. The suite runs on caproto's unless told otherwise;
+# `OPHYD_CONTROL_LAYER=pyepics pytest tests/ioc` runs the IOC tests on pyepics'.
+os.environ.setdefault("OPHYD_CONTROL_LAYER", "caproto")
 
 import pytest
 

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "train",
     "export",
     "serve",
+    "keys",
     "pva_ingest",
     "ioc",
     "tiled",

@@ -59,6 +59,7 @@ from ..stitch.mosaic import Mosaic, MosaicSnapshot
 from ..stitch.uncertainty import InverseVarianceMosaic, UncertaintyMosaic
 from ..stitch.weights import gaussian_weight, probe_patch_weight
 from ..stream.payloads import ResultsPayload
+from ..stream.security import KeySource
 from ..stream.sockets import ResultCollector, ResultSubscriber
 from ..stream.wire import Message
 from .mosaic_source import SnapshotConsumer
@@ -123,6 +124,8 @@ class LiveStitcher(CallbackBase):
             (`stitch.uncertainty.InverseVarianceMosaic`; patches without one weigh as with
             ``"probe"``). Patches that carry a phase uncertainty also build an uncertainty
             mosaic, in every snapshot's ``phase_uncertainty``.
+        keys: CURVE client keys or their folder for endpoints that use keys (default
+            ``$BLUESKY_PTYCHONN_KEYS``).
     """
 
     def __init__(
@@ -140,6 +143,7 @@ class LiveStitcher(CallbackBase):
         sync_iterations: int = 1000,
         probe: np.ndarray | None = None,
         weighting: str = "probe",
+        keys: KeySource = None,
     ):
         super().__init__()
         self._probe = None if probe is None else np.asarray(probe)
@@ -174,7 +178,7 @@ class LiveStitcher(CallbackBase):
         self._subscriber = self._listener = None
         warm_up()  # the stitching kernel loads now, not when the first patches of a scan arrive
         if results_addresses is not None:
-            self._subscriber = ResultSubscriber(results_addresses)
+            self._subscriber = ResultSubscriber(results_addresses, keys=keys)
             self._listener = threading.Thread(
                 target=self._listen, name="live-stitcher", daemon=True
             )

@@ -36,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
     from ..storage.spool import document_from_json
 
     config = load_session_config(args.config)
+    if args.keys:  # the stitcher's result subscriber takes its keys from here
+        from ..stream.security import KEYS_ENV
+
+        os.environ[KEYS_ENV] = args.keys
     if args.data_dir:
         from pathlib import Path
 
@@ -104,6 +108,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--control",
         help="the endpoint's control address (tcp://...): the browser view ([view] enabled) "
         "shows its status",
+    )
+    parser.add_argument(
+        "--keys",
+        metavar="DIR",
+        default=None,
+        help="CURVE key folder (client.key_secret, server.key) of an endpoint that uses keys "
+        "(default $BLUESKY_PTYCHONN_KEYS)",
     )
     parser.add_argument(
         "--tiled", help="Tiled server URI to write runs and mosaics to (key from $TILED_API_KEY)"

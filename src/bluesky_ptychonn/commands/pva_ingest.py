@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ..stream.streamer import FrameStreamer
 
     conf = _conf(args.conf)
-    streamer = FrameStreamer(args.frames, args.results, run_uid=args.run_uid)
+    streamer = FrameStreamer(args.frames, args.results, run_uid=args.run_uid, keys=args.keys)
     stop = threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -102,6 +102,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--results", default="tcp://127.0.0.1:5561", help="endpoint result address (PUB)"
     )
     parser.add_argument("--run-uid", default="", help="label of the stream on the wire")
+    parser.add_argument(
+        "--keys",
+        metavar="DIR",
+        default=None,
+        help="CURVE key folder (client.key_secret, server.key) of an endpoint that uses keys "
+        "(default $BLUESKY_PTYCHONN_KEYS)",
+    )
     parser.add_argument(
         "--position-attributes",
         nargs=2,

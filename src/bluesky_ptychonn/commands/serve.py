@@ -28,6 +28,9 @@ def run(args: argparse.Namespace) -> int:
         lanes=args.lanes,
         name=args.name,
         physics=not args.no_physics,
+        keys=args.keys,
+        require_sha256=args.require_sha256,
+        model_sha256=args.model_sha256,
     )
     server = EndpointServer(config).start()
     print(json.dumps({"ready": True, **server.status()}, default=str), flush=True)
@@ -51,7 +54,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="model directory, sidecar, weights or ONNX")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--precision", default=None)
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to bind (default loopback; any other needs --keys)",
+    )
+    parser.add_argument(
+        "--keys",
+        default=None,
+        metavar="DIR",
+        help="CURVE key folder (`bluesky-ptychonn keys init DIR`): encrypt and authenticate "
+        "every socket, admit the clients in DIR/authorized and, for control requests, "
+        "DIR/control",
+    )
+    parser.add_argument(
+        "--model-sha256",
+        default=None,
+        help="refuse to start unless the model's sidecar has this sha256",
+    )
+    parser.add_argument(
+        "--require-sha256",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="load_model requests must carry the model sidecar's sha256 (default: with --keys)",
+    )
     parser.add_argument("--frames-port", type=int, default=5560)
     parser.add_argument("--results-port", type=int, default=5561)
     parser.add_argument("--control-port", type=int, default=5562)

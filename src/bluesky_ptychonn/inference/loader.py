@@ -1,7 +1,11 @@
 """`load_engine`: one call from a model file to the fastest engine this machine can run.
 
-``backend="auto"`` picks, by availability: TensorRT (TensorRT 10 and a CUDA device) > ONNX
-Runtime with its CUDA provider > ONNX Runtime on CPU > PyTorch (CUDA when present, else CPU).
+``backend="auto"`` picks, by availability: TensorRT (TensorRT 10 or 11 and a CUDA device) >
+ONNX Runtime with its CUDA provider > ONNX Runtime on CPU > PyTorch (CUDA when present, else
+CPU). When the chosen backend fails to build (an API change in a new TensorRT, a CUDA library
+missing underneath, an engine that does not build), ``auto`` logs why and takes the next one;
+the reasons are kept in ``engine.info.details["fallback"]``. A model file that fails its
+checks is never retried elsewhere.
 A model given only as weights is exported to ONNX on demand (into the cache, keyed by the
 weights' sha256); a model given only as ONNX cannot run on the PyTorch backend. int8 graphs
 are quantised on demand (calibrated on simulated patterns) and cached by the ONNX sha256.
@@ -12,6 +16,7 @@ file without a sidecar is refused with `ModelFileError` before any runtime sees 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from dataclasses import dataclass
@@ -120,11 +125,72 @@ def _int8_for(
     )
 
 
-def _auto(device: str | None) -> tuple[str, str]:
-    for choice in available_backends():
-        if device is None or device.split(":")[0] == choice.device:
-            return choice.backend, choice.device if device is None else device
-    raise BackendUnavailable(f"no backend can run on device {device!r}")
+def _engine_class(backend: str) -> type:
+    if backend == "tensorrt":
+        return TensorRTEngine
+    if backend == "onnxruntime":
+        return OnnxRuntimeEngine
+    from .torch_engine import TorchEngine
+
+    return TorchEngine
+
+
+def _options_for(backend: str, options: dict[str, object]) -> dict[str, object]:
+    """The engine options that ``backend``'s engine class takes (auto may try several)."""
+    accepted = inspect.signature(_engine_class(backend).__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        return dict(options)
+    return {key: value for key, value in options.items() if key in accepted}
+
+
+def _load_auto(
+    path: str | os.PathLike[str], files: ModelFiles, device: str | None, **arguments: object
+) -> InferenceEngine:
+    """Try each backend this machine offers for ``device``, fastest first (see module doc)."""
+    options = arguments.pop("options")
+    precision = arguments.pop("precision")
+    choices = [
+        choice
+        for choice in available_backends()
+        if device is None or device.split(":")[0] == choice.device
+    ]
+    if "weights" not in files.sidecar.files:
+        choices = [c for c in choices if c.backend != "pytorch"]
+    if not choices:
+        if device in (None, "cpu"):
+            raise BackendUnavailable(
+                f"{path} is an ONNX-only model and onnxruntime is not installed"
+            )
+        raise BackendUnavailable(f"no backend can run on device {device!r}")
+    failures: list[str] = []
+    for index, choice in enumerate(choices):
+        wanted = precision if precision in choice.precisions else None
+        try:
+            engine = load_engine(
+                path,
+                choice.backend,
+                precision=wanted,
+                device=device or choice.device,
+                **arguments,
+                **_options_for(choice.backend, options),
+            )
+        except (ModelFileError, FileNotFoundError):
+            raise  # the model itself is at fault: no other backend will do better
+        except Exception as error:  # noqa: BLE001 - any engine failure: try the next backend
+            reason = f"{choice.backend} on {choice.device}: {type(error).__name__}: {error}"
+            if index == len(choices) - 1:
+                raise
+            failures.append(reason)
+            log.warning("backend auto: %s; falling back to %s on %s", reason,
+                        choices[index + 1].backend, choices[index + 1].device)  # fmt: skip
+            continue
+        if precision is not None and wanted is None:
+            log.warning("backend auto: %s on %s runs %s, not %s", choice.backend, choice.device,
+                        engine.info.precision, precision)  # fmt: skip
+        if failures:
+            engine.info.details["fallback"] = failures
+        return engine
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def load_engine(
@@ -182,11 +248,12 @@ def load_engine(
         elif precision == "bf16":
             backend, device = "pytorch", device or "cpu"
         else:
-            backend, device = _auto(device)
-            if backend == "pytorch" and "weights" not in files.sidecar.files:
-                raise BackendUnavailable(
-                    f"{path} is an ONNX-only model and onnxruntime is not installed"
-                )
+            return _load_auto(
+                path, files, device, precision=precision, threads=threads,
+                max_batch=max_batch, calibration=calibration,
+                int8_float_convs=int8_float_convs, int8_float_input_convs=int8_float_input_convs,
+                spin=spin, options=options,
+            )  # fmt: skip
     if backend == "tensorrt":
         onnx_path = _onnx_for(files)
         return TensorRTEngine(

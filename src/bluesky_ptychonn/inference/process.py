@@ -32,6 +32,10 @@ class EndpointProcess:
         workers, micro_batch: ONNX Runtime sessions splitting each batch and the pieces they
             run (`EndpointConfig`).
         lanes: independent infer threads with an engine each (`EndpointConfig.lanes`).
+        keys: CURVE key folder (`serve --keys`); the endpoint then admits only its clients.
+        host: interface to bind (loopback by default; any other needs ``keys``); the
+            addresses it reports are reached on loopback.
+        name: the endpoint's name, which tags its results (`EndpointConfig.name`).
     """
 
     def __init__(
@@ -50,6 +54,9 @@ class EndpointProcess:
         workers: int = 1,
         micro_batch: int | None = None,
         lanes: int = 1,
+        keys: str | os.PathLike[str] | None = None,
+        host: str = LOOPBACK,
+        name: str | None = None,
     ):
         self.model = Path(model)
         self.ports = list(ports) if ports else [free_tcp_port() for _ in range(3)]
@@ -64,6 +71,9 @@ class EndpointProcess:
         self.workers = workers
         self.micro_batch = micro_batch
         self.lanes = lanes
+        self.keys = None if keys is None else Path(keys)
+        self.host = host
+        self.name = name
         self.process: subprocess.Popen | None = None
         self.ready: dict = {}
 
@@ -93,6 +103,12 @@ class EndpointProcess:
             command += ["--micro-batch", str(self.micro_batch)]
         if self.lanes != 1:
             command += ["--lanes", str(self.lanes)]
+        if self.keys is not None:
+            command += ["--keys", str(self.keys)]
+        if self.host != LOOPBACK:
+            command += ["--host", self.host]
+        if self.name:
+            command += ["--name", self.name]
         env = dict(os.environ)
         if self.threads:
             env["OMP_NUM_THREADS"] = str(self.threads)  # the PyTorch backend's threads

@@ -28,7 +28,11 @@ One process, four kinds of thread:
   is loaded and checked before it replaces the old one, which keeps serving on failure),
   ``run_start``, ``run_stop`` (waits until the run's frames are all answered), ``shutdown``.
 
-Sockets bind to 127.0.0.1 unless configured otherwise. Run it with
+Sockets bind to 127.0.0.1 unless configured otherwise; beyond loopback the endpoint needs a
+CURVE key folder (`inference.security.EndpointGuard`): every socket is then encrypted and
+authenticated, only allow-listed clients may send control requests, and ``load_model`` loads
+a model only when its sidecar's sha256 matches the one the request carries. Malformed or
+unauthenticated traffic is counted (``status()["security"]``) and refused. Run it with
 ``bluesky-ptychonn serve --model MODEL``.
 """
 
@@ -54,14 +58,17 @@ from ..stream.payloads import (
     RejectedPayload,
     ResultsPayload,
 )
+from ..stream.security import KeySource, client_keys
 from ..stream.sockets import LOOPBACK, FrameReceiver, ResultPublisher, tcp_address
 from ..stream.wire import Message
 from .quality import frame_summaries, result_fields
+from .security import EndpointGuard, ModelDigestError, sidecar_digest, verify_model_digest
 
 log = logging.getLogger(__name__)
 
 LATENCY_WINDOW = 4096  # latencies kept for the status percentiles
 QUALITY_WINDOW = 256  # latest frames whose uncertainty and residual the status averages
+MAX_CONTROL_BYTES = 65_536  # a control request is a small JSON object
 
 
 @dataclass
@@ -93,6 +100,10 @@ class EndpointConfig:
         physics: compute the physics residual of every frame (`physics.PhysicsCheck`) when
             the model's files carry its probe; published in each result's
             ``extra["physics_residual"]``.
+        keys: CURVE key folder (`stream.security`); required to bind beyond loopback.
+        require_sha256: ``load_model`` requests must carry the model sidecar's sha256
+            (None: required exactly when ``keys`` is set).
+        model_sha256: expected sha256 of the first model's sidecar (None: not checked).
     """
 
     model: str
@@ -112,6 +123,13 @@ class EndpointConfig:
     lanes: int = 1
     name: str = "ptychonn-endpoint"
     physics: bool = True
+    keys: str | None = None
+    require_sha256: bool | None = None
+    model_sha256: str | None = None
+
+    @property
+    def sha256_required(self) -> bool:
+        return self.keys is not None if self.require_sha256 is None else self.require_sha256
 
     def validate(self) -> None:
         if not 1 <= self.batch_size <= 64:
@@ -172,7 +190,14 @@ class EndpointServer:
         config.validate()
         self.config = config
         self.context = context or zmq.Context()
-        self._engines = self._load_lanes(config.model)  # one engine per lane
+        # refuses an insecure bind before anything is loaded
+        self.guard = EndpointGuard(self.context, config.host, config.keys)
+        try:
+            verify_model_digest(config.model, config.model_sha256)
+            self._engines = self._load_lanes(config.model)  # one engine per lane
+        except BaseException:
+            self.guard.stop()
+            raise
         self._lane_locks = [threading.Lock() for _ in self._engines]  # held while a lane infers
         self._queue: deque[_Item] = deque()
         self._queue_ready = threading.Condition()
@@ -196,15 +221,26 @@ class EndpointServer:
         }
         self.started = time.time()
         addresses = config.addresses
-        self.receiver = FrameReceiver(addresses["frames"], context=self.context)
-        self.publisher = ResultPublisher(addresses["results"], context=self.context)
+        self.receiver = FrameReceiver(
+            addresses["frames"], context=self.context, setup=self.guard.setup_for("frames")
+        )
+        self.publisher = ResultPublisher(
+            addresses["results"], context=self.context, setup=self.guard.setup_for("results")
+        )
         self._publish_lock = threading.Lock()  # the PUB socket, used by two threads in turn
         self._outbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self._unpublished = 0  # messages handed to the publish thread and not yet sent
         self._unpublished_lock = threading.Lock()
         self.control = self.context.socket(zmq.REP)
         self.control.setsockopt(zmq.LINGER, 0)
+        self.control.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_BYTES)
+        control_setup = self.guard.setup_for("control")
+        if control_setup is not None:
+            control_setup(self.control)
         self.control.bind(addresses["control"])
+        if self.guard.curve:
+            self.guard.watch({"frames": self.receiver.socket, "results": self.publisher.socket,
+                              "control": self.control})  # fmt: skip
 
     # ---- model ---------------------------------------------------------------------------------
     def _load(self, model_path: str, threads: int | None):
@@ -266,10 +302,20 @@ class EndpointServer:
     def model_version(self) -> str:
         return self._engine.info.model_version
 
-    def load_model(self, model_path: str) -> dict[str, Any]:
-        """Load, check and swap in a new model; the old one keeps serving if anything fails."""
+    def load_model(self, model_path: str, sha256: str | None = None) -> dict[str, Any]:
+        """Load, check and swap in a new model; the old one keeps serving if anything fails.
+
+        ``sha256``: the expected digest of the model's sidecar (required when
+        ``config.sha256_required``); a model whose sidecar differs is refused.
+        """
         engines: list = []
         try:
+            if sha256 is None and self.config.sha256_required:
+                raise ModelDigestError(
+                    "this endpoint loads a model only with the sha256 of its sidecar (from the "
+                    "registry or the sidecar you pointed at)"
+                )
+            verify_model_digest(model_path, sha256)
             engines = self._load_lanes(model_path)
             old_shape = self._engine.preprocessing.frame_shape
             if engines[0].preprocessing.frame_shape != old_shape:
@@ -323,6 +369,7 @@ class EndpointServer:
         self.control.close(linger=0)
         for engine in self._engines:
             engine.close()
+        self.guard.stop()
 
     def _reject(self, message: Message, indices: list[int], reason: str, dropped: bool) -> None:
         key = "dropped" if dropped else "rejected"
@@ -531,6 +578,11 @@ class EndpointServer:
             },
             "uptime_s": time.time() - self.started,
             "addresses": self.config.addresses,
+            "security": {
+                **self.guard.status(),
+                "malformed_frames": len(self.receiver.rejected),
+                "sha256_required": self.config.sha256_required,
+            },
         }
 
     def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -538,15 +590,20 @@ class EndpointServer:
         if command == "status":
             return {"ok": True, **self.status()}
         if command == "load_model":
-            path = request.get("path")
+            path, sha256 = request.get("path"), request.get("sha256")
             if not isinstance(path, str):
                 return {"ok": False, "error": "load_model needs a 'path' string"}
-            return self.load_model(path)
+            if sha256 is not None and not isinstance(sha256, str):
+                return {"ok": False, "error": "'sha256' must be a hex string"}
+            return self.load_model(path, sha256)
         if command == "run_start":
-            self.run = RunCounters(run_uid=str(request.get("run_uid", "")))
+            self.run = RunCounters(run_uid=str(request.get("run_uid", ""))[:256])
             return {"ok": True, "run": asdict(self.run)}
         if command == "run_stop":
-            deadline = time.monotonic() + float(request.get("timeout_s", 30.0))
+            timeout_s = request.get("timeout_s", 30.0)
+            if not isinstance(timeout_s, int | float) or not 0 <= timeout_s <= 3600:
+                return {"ok": False, "error": "'timeout_s' must be a number of seconds in 0..3600"}
+            deadline = time.monotonic() + float(timeout_s)
             uid = self.run.run_uid
             while time.monotonic() < deadline and (
                 any(self._in_flight)
@@ -562,34 +619,64 @@ class EndpointServer:
 
     def _control_loop(self) -> None:
         while not self._stop.is_set():
-            if not self.control.poll(100):
-                continue
-            raw = self.control.recv()
             try:
-                request = json.loads(raw)
-                if not isinstance(request, dict):
-                    raise ValueError("a request must be a JSON object")
-                reply = self._handle(request)
-            except (ValueError, json.JSONDecodeError) as error:
-                reply = {"ok": False, "error": str(error)}
-            self.control.send(json.dumps(reply, default=str).encode())
+                if not self.control.poll(100):
+                    continue
+                parts = self.control.recv_multipart()  # REP must read every part to reply
+            except zmq.ZMQError as error:
+                if self._stop.is_set():
+                    return
+                self.guard.count("control_receive_error")
+                log.warning("control socket: %s", error)
+                continue
+            reply = self._answer(parts)
+            try:
+                self.control.send(json.dumps(reply, default=str).encode())
+            except zmq.ZMQError as error:  # the peer went away; the REP socket resets itself
+                log.warning("control reply not sent: %s", error)
+
+    def _answer(self, parts: list[bytes]) -> dict[str, Any]:
+        """The reply to one control message; malformed ones are counted and refused."""
+        try:
+            if len(parts) != 1:
+                raise ValueError("a request is one message part")
+            request = json.loads(parts[0])
+            if not isinstance(request, dict):
+                raise ValueError("a request must be a JSON object")
+        except (ValueError, RecursionError) as error:  # bad JSON or UTF-8 are ValueErrors
+            self.guard.count("control_malformed")
+            return {"ok": False, "error": f"malformed request: {str(error)[:200]}"}
+        try:
+            return self._handle(request)
+        except Exception as error:  # noqa: BLE001 - no request may stop the control thread
+            self.guard.count("control_failed")
+            log.exception("control request %r failed", str(request.get("command"))[:64])
+            return {"ok": False, "error": f"{type(error).__name__}: {str(error)[:200]}"}
 
 
 class EndpointClient:
     """Control-channel client (REQ) with timeouts: a dead endpoint raises, it does not hang."""
 
     def __init__(
-        self, address: str, *, timeout_s: float = 10.0, context: zmq.Context | None = None
+        self,
+        address: str,
+        *,
+        timeout_s: float = 10.0,
+        context: zmq.Context | None = None,
+        keys: KeySource = None,
     ):
         self.address = address
         self.timeout_s = timeout_s
         self.context = context or zmq.Context.instance()
+        self.keys = client_keys(keys)  # CURVE keys, or $BLUESKY_PTYCHONN_KEYS, or none
         self._socket: zmq.Socket | None = None
 
     def _connect(self) -> zmq.Socket:
         if self._socket is None:
             self._socket = self.context.socket(zmq.REQ)
             self._socket.setsockopt(zmq.LINGER, 0)
+            if self.keys is not None:
+                self.keys.apply(self._socket)
             self._socket.connect(self.address)
         return self._socket
 
@@ -608,8 +695,20 @@ class EndpointClient:
     def status(self) -> dict:
         return self.request("status")
 
-    def load_model(self, path: str, timeout_s: float = 120.0) -> dict:
-        return self.request("load_model", reply_timeout_s=timeout_s, path=str(path))
+    def load_model(self, path: str, timeout_s: float = 120.0, *, sha256: str | None = None) -> dict:
+        """Ask for a hot swap to the model at ``path`` (as the endpoint sees it).
+
+        ``sha256``: the sidecar digest the endpoint must find (from the registry,
+        `security.registry_digest`); by default the digest of the sidecar at ``path`` as this
+        client reads it (the sidecar the operator points at), when it can read it.
+        """
+        if sha256 is None:
+            try:
+                sha256 = sidecar_digest(path)
+            except (OSError, ValueError):
+                sha256 = None  # not visible from here: the endpoint decides
+        extra = {} if sha256 is None else {"sha256": sha256}
+        return self.request("load_model", reply_timeout_s=timeout_s, path=str(path), **extra)
 
     def run_start(self, run_uid: str) -> dict:
         return self.request("run_start", run_uid=run_uid)

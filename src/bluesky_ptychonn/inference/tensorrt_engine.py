@@ -1,12 +1,19 @@
-"""TensorRT engine (TensorRT 10 API): a serialized engine built from the ONNX graph, cached.
+"""TensorRT engine (TensorRT 10 and 11 APIs): a serialized engine built from the ONNX graph, cached.
 
-Build: ``trt.Builder`` -> ``create_network(0)`` (explicit batch, the only mode in TensorRT 10)
--> ``trt.OnnxParser.parse`` -> a builder config with a workspace limit, the ``FP16`` flag for
-``precision="fp16"``, and one ``IOptimizationProfile`` for the input spanning batch 1 to
+Build: ``trt.Builder`` -> ``create_network(0)`` (explicit batch, the only mode since TensorRT
+10) -> ``trt.OnnxParser.parse`` -> a builder config with a workspace limit and one
+``IOptimizationProfile`` for the input spanning batch 1 to
 ``max_batch`` (optimised for ``opt_batch``) -> ``build_serialized_network``. The plan is written
 to the cache (`cache.cache_dir("tensorrt")`) under a name made of the ONNX file's sha256, the
 GPU's name and compute capability, the TensorRT version, the precision and the batch range,
 and read back from there next time (building takes tens of seconds; loading, milliseconds).
+
+fp16, by TensorRT version (`fp16_strategy`): TensorRT 10 parses the float32 graph and sets
+``BuilderFlag.FP16`` (weak typing: TensorRT picks fp16 kernels where it may). TensorRT 11
+removed that flag and builds every network strongly typed, so it parses a float16 copy of the
+graph (`fp16_graph.fp16_onnx`: float16 weights and activations, float32 input and output) and
+the precision is the graph's. Whatever fails here raises, and ``load_engine(backend="auto")``
+then serves with ONNX Runtime and logs why.
 
 Run: ``trt.Runtime.deserialize_cuda_engine`` -> ``create_execution_context``; input and
 output live in CUDA buffers allocated once for ``max_batch`` (torch tensors, so no pycuda is
@@ -53,6 +60,12 @@ def tensorrt_usable() -> bool:
     return torch.cuda.is_available()
 
 
+def fp16_strategy(trt: object) -> str:
+    """How this TensorRT makes an fp16 engine: "builder-flag" (10) or "typed-graph" (11+)."""
+    flags = getattr(trt, "BuilderFlag", None)
+    return "builder-flag" if flags is not None and hasattr(flags, "FP16") else "typed-graph"
+
+
 def _plan_name(onnx_sha: str, device_index: int, precision: str, max_batch: int, opt: int) -> str:
     import tensorrt as trt
     import torch
@@ -71,7 +84,7 @@ def build_serialized_engine(
     opt_batch: int = 32,
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
 ) -> bytes:
-    """Build a TensorRT plan from an ONNX file (TensorRT 10 API); returns its bytes.
+    """Build a TensorRT plan from an ONNX file (TensorRT 10 or 11 API); returns its bytes.
 
     Raises:
         ModelFileError: the ONNX parser rejects the graph.
@@ -83,11 +96,21 @@ def build_serialized_engine(
         raise BackendUnavailable(
             "TensorRT is not installed (pip install 'bluesky-ptychonn[tensorrt]')"
         ) from None
+    if precision not in ("fp16", "fp32"):
+        raise BackendUnavailable(
+            f"TensorRT engine precision must be fp16 or fp32, not {precision!r}"
+        )
+    strategy = fp16_strategy(trt)
+    source = Path(onnx_path)
+    if precision == "fp16" and strategy == "typed-graph":
+        from .fp16_graph import fp16_onnx
+
+        source = fp16_onnx(source)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    network = builder.create_network(0)  # TensorRT 11: strongly typed whatever the flags
     parser = trt.OnnxParser(network, logger)
-    data = Path(onnx_path).read_bytes()
+    data = source.read_bytes()
     if not parser.parse(data):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ModelFileError(f"TensorRT cannot parse {onnx_path}: {errors}")
@@ -96,12 +119,8 @@ def build_serialized_engine(
     input_name = network.get_input(0).name
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
-    if precision == "fp16":
+    if precision == "fp16" and strategy == "builder-flag":
         config.set_flag(trt.BuilderFlag.FP16)
-    elif precision != "fp32":
-        raise BackendUnavailable(
-            f"TensorRT engine precision must be fp16 or fp32, not {precision!r}"
-        )
     h, w = input_shape
     profile = builder.create_optimization_profile()
     opt = max(1, min(opt_batch, max_batch))
@@ -142,7 +161,9 @@ class TensorRTEngine(InferenceEngine):
         workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
     ):
         if not tensorrt_usable():
-            raise BackendUnavailable("TensorRT 10 and a CUDA device are needed for this engine")
+            raise BackendUnavailable(
+                "TensorRT 10 or newer and a CUDA device are needed for this engine"
+            )
         import tensorrt as trt
         import torch
 
@@ -194,6 +215,7 @@ class TensorRTEngine(InferenceEngine):
         self.info.details.update(
             {
                 "tensorrt": trt.__version__,
+                "fp16": fp16_strategy(trt) if precision == "fp16" else None,
                 "gpu": torch.cuda.get_device_name(index),
                 "plan": None if plan_path is None else str(plan_path),
                 "batch_profile": [1, opt_batch, max_batch],

@@ -96,8 +96,19 @@ class PushFailed(ConnectionError):
     """The endpoint did not take the model (unreachable, or it refused the files)."""
 
 
-def push(endpoint_control: str, model_dir: str | Path, options: PromoteOptions) -> dict[str, Any]:
+def push(
+    endpoint_control: str,
+    model_dir: str | Path,
+    options: PromoteOptions,
+    *,
+    keys: Any = None,
+    sha256: str | None = None,
+) -> dict[str, Any]:
     """Hot-swap ``model_dir`` into the endpoint; return its reply.
+
+    ``keys``: CURVE client keys or their folder for an endpoint that uses keys (default
+    ``$BLUESKY_PTYCHONN_KEYS``). ``sha256``: the model sidecar's digest the endpoint must find
+    (the registry's ``sidecar_file.sha256``); by default that of the sidecar in ``model_dir``.
 
     Retries ``options.push_attempts`` times with doubling waits when the endpoint does not
     answer. A refusal from the endpoint (it answered ``ok: false``) is not retried.
@@ -110,9 +121,11 @@ def push(endpoint_control: str, model_dir: str | Path, options: PromoteOptions) 
     wait = float(options.push_retry_s)
     last = ""
     for attempt in range(1, int(options.push_attempts) + 1):
-        client = EndpointClient(endpoint_control, timeout_s=options.push_timeout_s)
+        client = EndpointClient(endpoint_control, timeout_s=options.push_timeout_s, keys=keys)
         try:
-            reply = client.load_model(str(model_dir), timeout_s=options.push_timeout_s)
+            reply = client.load_model(
+                str(model_dir), timeout_s=options.push_timeout_s, sha256=sha256
+            )
         except (TimeoutError, OSError) as error:
             last = str(error)
             log.warning("push attempt %d/%d failed: %s", attempt, options.push_attempts, last)

@@ -88,6 +88,10 @@ class EndpointSettings:
         startup_timeout_s: longest wait for the local endpoint to be ready, s.
         connect_timeout_s: longest wait for the endpoint's answer when a scan stages it, s.
         flush_timeout_s: longest wait at the end of a scan for unanswered frames, s.
+        keys: CURVE key folder (`bluesky-ptychonn keys init DIR`): a local endpoint serves
+            with it, and every client of the session (device, stitcher, callbacks process,
+            continual-learning push) uses its ``client.key_secret`` and ``server.key``
+            (through ``$BLUESKY_PTYCHONN_KEYS``). Required for an endpoint beyond loopback.
     """
 
     enabled: bool = True
@@ -104,6 +108,7 @@ class EndpointSettings:
     startup_timeout_s: float = 120.0
     connect_timeout_s: float = 10.0
     flush_timeout_s: float = 60.0
+    keys: str | None = None
 
     @property
     def remote(self) -> bool:

@@ -136,10 +136,12 @@ class Session:
 
         config = self.config
         endpoint, tiled = config.endpoint, config.tiled
+        keys = self._use_keys()
         if endpoint.enabled and not endpoint.remote:
             self.model_dir = self._model()
             self.endpoint_process = EndpointProcess(
                 self.model_dir,
+                keys=keys,
                 backend=endpoint.backend,
                 batch_size=endpoint.batch_size,
                 threads=endpoint.threads,
@@ -201,9 +203,24 @@ class Session:
             self.endpoint_process = EndpointProcess(Path(settings.model))
         return self.endpoint_process.addresses
 
+    def _use_keys(self) -> Path | None:
+        """The ``[endpoint] keys`` folder, made the default of every client in this process
+        and its children (``$BLUESKY_PTYCHONN_KEYS``), or None."""
+        keys = self.config.endpoint.keys
+        if keys is None:
+            return None
+        from ..stream.security import KEYS_ENV
+
+        folder = Path(keys).expanduser()
+        if os.environ.get(KEYS_ENV) != str(folder):
+            log.info("endpoint clients use the CURVE keys in %s", folder)
+            os.environ[KEYS_ENV] = str(folder)
+        return folder
+
     def _endpoint_device(self) -> Any:
         from ..devices.endpoint import InferenceEndpoint
 
+        self._use_keys()
         settings = self.config.endpoint
         frames, results, control = self._addresses()
         hutch = self.devices.get("hutch")

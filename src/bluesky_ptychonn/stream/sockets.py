@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import zmq
 
 from ..ports import LOOPBACK, free_port
+from .security import KeySource, client_keys
 from .wire import Message, WireError, decode, encode
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,32 @@ def free_tcp_port(host: str = LOOPBACK) -> int:
     return free_port(host)
 
 
+SocketSetup = Callable[[zmq.Socket], None]
+"""Applied to a socket before it binds or connects (CURVE keys: `stream.security`)."""
+
+
+def client_setup(keys: KeySource) -> SocketSetup | None:
+    """The setup that makes a client socket use CURVE with ``keys`` (resolved by
+    `security.client_keys`, so ``$BLUESKY_PTYCHONN_KEYS`` applies when none are given)."""
+    resolved = client_keys(keys)
+    return None if resolved is None else resolved.apply
+
+
 class _Socket:
-    def __init__(self, kind: int, address: str, *, bind: bool, context: zmq.Context | None):
+    def __init__(
+        self,
+        kind: int,
+        address: str,
+        *,
+        bind: bool,
+        context: zmq.Context | None,
+        setup: SocketSetup | None = None,
+    ):
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(kind)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if setup is not None:
+            setup(self.socket)
         self.address = address
         if bind:
             self.socket.bind(address)
@@ -70,6 +92,8 @@ class FrameSender(_Socket):
         resend_after_s: a frame with no result after this long is sent again.
         max_pending: frames kept for acknowledgement; beyond it `send` raises
             `BufferError` rather than dropping data silently.
+        keys: CURVE client keys (or their folder) for endpoints that use keys; default
+            ``$BLUESKY_PTYCHONN_KEYS``, else a plain connection.
     """
 
     def __init__(
@@ -79,9 +103,12 @@ class FrameSender(_Socket):
         resend_after_s: float = 2.0,
         max_pending: int = 1_000_000,
         context: zmq.Context | None = None,
+        keys: KeySource = None,
     ):
         addresses = [addresses] if isinstance(addresses, str) else list(addresses)
-        super().__init__(zmq.PUSH, addresses[0], bind=False, context=context)
+        super().__init__(
+            zmq.PUSH, addresses[0], bind=False, context=context, setup=client_setup(keys)
+        )
         self.socket.setsockopt(zmq.SNDHWM, DEFAULT_HWM)
         for extra in addresses[1:]:
             self.socket.connect(extra)
@@ -156,10 +183,17 @@ class FrameSender(_Socket):
 
 
 class FrameReceiver(_Socket):
-    """PULL side of the frame stream (the endpoint binds it)."""
+    """PULL side of the frame stream (the endpoint binds it; ``setup`` adds its CURVE keys)."""
 
-    def __init__(self, address: str, *, bind: bool = True, context: zmq.Context | None = None):
-        super().__init__(zmq.PULL, address, bind=bind, context=context)
+    def __init__(
+        self,
+        address: str,
+        *,
+        bind: bool = True,
+        context: zmq.Context | None = None,
+        setup: SocketSetup | None = None,
+    ):
+        super().__init__(zmq.PULL, address, bind=bind, context=context, setup=setup)
         self.socket.setsockopt(zmq.RCVHWM, DEFAULT_HWM)
         self.rejected: list[str] = []  # reasons of undecodable messages, newest last
 
@@ -179,10 +213,17 @@ class FrameReceiver(_Socket):
 
 
 class ResultPublisher(_Socket):
-    """PUB side of the result stream (the endpoint binds it)."""
+    """PUB side of the result stream (the endpoint binds it; ``setup`` adds its CURVE keys)."""
 
-    def __init__(self, address: str, *, bind: bool = True, context: zmq.Context | None = None):
-        super().__init__(zmq.PUB, address, bind=bind, context=context)
+    def __init__(
+        self,
+        address: str,
+        *,
+        bind: bool = True,
+        context: zmq.Context | None = None,
+        setup: SocketSetup | None = None,
+    ):
+        super().__init__(zmq.PUB, address, bind=bind, context=context, setup=setup)
         self.socket.setsockopt(zmq.SNDHWM, DEFAULT_HWM)
 
     def publish(self, message: Message) -> None:
@@ -190,11 +231,22 @@ class ResultPublisher(_Socket):
 
 
 class ResultSubscriber(_Socket):
-    """SUB side of the result stream; connects to one or more endpoints."""
+    """SUB side of the result stream; connects to one or more endpoints.
 
-    def __init__(self, addresses: str | Iterable[str], *, context: zmq.Context | None = None):
+    ``keys``: CURVE client keys (or their folder); default ``$BLUESKY_PTYCHONN_KEYS``.
+    """
+
+    def __init__(
+        self,
+        addresses: str | Iterable[str],
+        *,
+        context: zmq.Context | None = None,
+        keys: KeySource = None,
+    ):
         addresses = [addresses] if isinstance(addresses, str) else list(addresses)
-        super().__init__(zmq.SUB, addresses[0], bind=False, context=context)
+        super().__init__(
+            zmq.SUB, addresses[0], bind=False, context=context, setup=client_setup(keys)
+        )
         self.socket.setsockopt(zmq.RCVHWM, DEFAULT_HWM)
         self.socket.setsockopt(zmq.SUBSCRIBE, b"")
         for extra in addresses[1:]:

@@ -18,6 +18,7 @@ import numpy as np
 import zmq
 
 from .payloads import FramesPayload
+from .security import KeySource
 from .sockets import FrameSender, ResultSubscriber
 from .wire import Message
 
@@ -34,6 +35,8 @@ class FrameStreamer:
         resend_after_s: unanswered frames are sent again after this long.
         on_result: optional callback for every result/rejection message (in the listener
             thread), e.g. a live stitcher.
+        keys: CURVE client keys or their folder (`stream.security`; default
+            ``$BLUESKY_PTYCHONN_KEYS``, else plain connections).
     """
 
     def __init__(
@@ -45,12 +48,13 @@ class FrameStreamer:
         resend_after_s: float = 2.0,
         on_result: Callable[[Message], None] | None = None,
         context: zmq.Context | None = None,
+        keys: KeySource = None,
     ):
         self.context = context or zmq.Context.instance()
         self.sender = FrameSender(
-            frames_addresses, resend_after_s=resend_after_s, context=self.context
+            frames_addresses, resend_after_s=resend_after_s, context=self.context, keys=keys
         )
-        self.subscriber = ResultSubscriber(results_addresses, context=self.context)
+        self.subscriber = ResultSubscriber(results_addresses, context=self.context, keys=keys)
         self.run_uid = run_uid
         self.on_result = on_result
         self._lock = threading.Lock()  # the PUSH socket is used by two threads
