@@ -31,7 +31,6 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from ..model.checkpoint import resolve, sha256_file
 from ..stream.security import (
     AUTHORIZED,
     CONTROL,
@@ -59,6 +58,8 @@ class ModelDigestError(ValueError):
 
 def sidecar_digest(model_path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a model's sidecar file (the model given by folder, sidecar or file)."""
+    from ..model.checkpoint import resolve, sha256_file  # torch: only where a model is loaded
+
     return sha256_file(resolve(model_path).sidecar_path)
 
 
