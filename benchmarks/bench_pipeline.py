@@ -147,6 +147,10 @@ class _MosaicSource:
     def __init__(self, mosaic: list[Mosaic], lock: threading.Lock, run_uid: str):
         self.mosaic, self.lock, self.run_uid = mosaic, lock, run_uid
 
+    @property
+    def frames_stitched(self) -> int:
+        return self.mosaic[0].frames_used if self.mosaic else 0
+
     def snapshot(self):
         if not self.mosaic:
             return None
@@ -160,7 +164,8 @@ class ViewLooker:
     """The browser view of a benchmark run, open in a headless Chromium (or, without one, read
     by an HTTP client that follows the event stream and fetches every changed panel)."""
 
-    def __init__(self, endpoint, mosaic, lock, positions, pixel_size_m, run_uid):
+    def __init__(self, endpoint, mosaic, lock, positions, pixel_size_m, run_uid,
+                 client="chromium"):  # fmt: skip
         from bluesky_ptychonn.view.live import LiveView
 
         frames_address, results_address, control_address = endpoint.addresses
@@ -178,13 +183,16 @@ class ViewLooker:
         self.closing = threading.Event()
         self.ready = threading.Event()
         self.updates_seen = 0
-        self.client = "none"
+        self.client = client
         self.error = ""
         self.thread = threading.Thread(target=self._look, name="bench-view-looker", daemon=True)
         self.thread.start()
         self.ready.wait(60)
 
     def _look(self) -> None:
+        if self.client == "http":
+            self._read_with_httpx()
+            return
         try:
             sys.path.insert(0, str(Path(__file__).resolve().parent))
             import playwright  # noqa: F401
@@ -210,7 +218,7 @@ class ViewLooker:
 
         import httpx
 
-        self.client = "httpx"
+        self.client = "http"
         base = self.view.url.rstrip("/")
         shown: dict[str, int] = {}
         with httpx.Client(timeout=10) as client, client.stream("GET", base + "/events") as events:
@@ -250,6 +258,7 @@ def stream_through(
     pixel_size_m: float,
     chunk: int = 1,
     view: bool = False,
+    view_client: str = "chromium",
 ) -> dict:
     """Send ``frames`` at ``offered_fps``; stitch the results; count and time them.
 
@@ -301,7 +310,8 @@ def stream_through(
     )  # fmt: skip
     looker = None
     if view:
-        looker = ViewLooker(endpoints[0], mosaic, lock, positions, pixel_size_m, run_uid)
+        looker = ViewLooker(endpoints[0], mosaic, lock, positions, pixel_size_m, run_uid,
+                            client=view_client)  # fmt: skip
     time.sleep(0.5)  # subscriptions settle
     period = chunk / offered_fps
     cpu_endpoint_0 = sum(sum(cpu.cpu_times()[:2]) for cpu in endpoint_cpus)
@@ -361,8 +371,9 @@ def view_comparison(args, endpoint, backend, raw, frames, positions, pixel_size_
     for pair in range(args.view_pairs):
         for view in (False, True):
             result = stream_through(
-                [endpoint], frames, positions, raw, pixel_size_m, args.chunk, view=view
-            )
+                [endpoint], frames, positions, raw * args.view_load, pixel_size_m, args.chunk,
+                view=view, view_client=args.view_client,
+            )  # fmt: skip
             runs[view].append(result["sustained_fps"])
             records.append({"benchmark": "pipeline-view", "pair": pair, "backend": backend,
                             "raw_engine_fps": raw, "quick": args.quick, **result})  # fmt: skip
@@ -384,6 +395,8 @@ def view_comparison(args, endpoint, backend, raw, frames, positions, pixel_size_
         "capacity_fps_with_view": runs[True],
         "capacity_ratio_view_vs_none": with_view / without,
         "pair_ratios": [b / a for a, b in zip(runs[False], runs[True], strict=True)],
+        "view_client": args.view_client,
+        "offered_fraction_of_raw": args.view_load,
         "goal_ratio_at_least": 0.95,
         "quick": args.quick,
         "cpu_count": os.cpu_count(),
@@ -442,6 +455,17 @@ def main(argv: list[str] | None = None) -> int:
         default=2,
         help="capacity runs without / with the browser view open, alternating (0: none)",
     )
+    parser.add_argument(
+        "--view-client",
+        choices=("chromium", "http"),
+        default="chromium",
+        help="who has the view open: headless Chromium on this machine, or an HTTP client "
+        "reading the event stream and every changed panel (a browser on another machine)",
+    )
+    parser.add_argument(
+        "--view-load", type=float, default=1.0,
+        help="offered rate of the view comparison, as a fraction of the raw engine rate",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     n_frames = 1000 if args.quick else 6000
     with warnings.catch_warnings():

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="model directory")
     parser.add_argument("--out", required=True, help="PNG to write")
     parser.add_argument("--sample", default="siemens-star")
-    parser.add_argument("--delay-s", type=float, default=6.0,
+    parser.add_argument("--delay-s", type=float, default=1.5,
                         help="seconds into the second scan when the page is shot")  # fmt: skip
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +59,11 @@ def test_the_panels_update_in_a_browser_during_a_scan(tmp_path, tiny_model, monk
                     browser.open(url)
                     loaded.set()
                     browser.wait_for(MOSAIC_SHOWN, timeout_s=60)
-                    seen["first"] = browser.state()
+                    seen["first"], started = browser.state(), time.monotonic()
                     browser.screenshot(screenshots[0])
                     browser.page.wait_for_timeout(1000)
                     seen["second"] = browser.state()
+                    seen["elapsed_s"] = time.monotonic() - started
                     browser.screenshot(screenshots[1])
             except BaseException as error:  # noqa: BLE001 - reported by the test below
                 failures.append(error)
@@ -81,8 +83,9 @@ def test_the_panels_update_in_a_browser_during_a_scan(tmp_path, tiny_model, monk
     assert not failures, failures
     first, second = seen["first"], seen["second"]
     assert second["version"] > first["version"]  # the page took new updates
-    # a second at 5 Hz: about five updates, never more than the bounded rate allows
-    assert second["version"] - first["version"] <= 5 + 2
+    # about a second at 5 Hz (more when the screenshot was slow): never more updates than the
+    # bounded rate allows
+    assert second["version"] - first["version"] <= 5 * seen["elapsed_s"] + 2
     for name in ("frame", "phase", "mosaic"):
         assert second["panels"][name]["width"] > 0, name
     assert second["panels"]["uncertainty"]["hidden"]  # the tiny model has no uncertainty

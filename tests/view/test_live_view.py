@@ -201,3 +201,13 @@ def test_board_threads_stop(board):
     before = threading.active_count()
     board.close()
     assert threading.active_count() <= before
+
+
+def test_the_view_command_refuses_an_open_address_without_a_token(monkeypatch, capsys):
+    from bluesky_ptychonn.cli import main
+    from bluesky_ptychonn.stream.sockets import free_tcp_port
+
+    monkeypatch.delenv("BLUESKY_PTYCHONN_VIEW_TOKEN", raising=False)
+    results = f"tcp://127.0.0.1:{free_tcp_port()}"
+    assert main(["view", "--results", results, "--host", "0.0.0.0"]) == 2
+    assert "without a read-only token" in capsys.readouterr().err

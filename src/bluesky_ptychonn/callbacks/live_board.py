@@ -131,6 +131,7 @@ class LiveBoard(CallbackBase):
         self._composite_image: CompositeImage | None = None
         self._final: MosaicSnapshot | None = None  # the newest run's final mosaic
         self._uncertainty: ValueMosaic | None = None
+        self._mosaic_cache: tuple[Any, MosaicSnapshot | None] | None = None
         self.counters = {
             "results": 0, "frames": 0, "rejected": 0, "finals": 0, "uncertainty_patches": 0,
         }  # fmt: skip
@@ -309,7 +310,7 @@ class LiveBoard(CallbackBase):
             metadata = {k: _jsonable(self._start[k]) for k in METADATA_KEYS if k in self._start}
         mosaic = final
         if mosaic is None and self.source is not None:
-            mosaic = self.source.snapshot()
+            mosaic = self._live_mosaic()
         counters["mosaic_frames"] = 0 if mosaic is None else mosaic.frames_used
         return BoardState(
             frame=None if frame_pair is None else frame_pair[1],
@@ -325,6 +326,17 @@ class LiveBoard(CallbackBase):
             continual=dict(self._continual),
             run=run,
         )
+
+    def _live_mosaic(self) -> MosaicSnapshot | None:
+        """The source's snapshot, taken again only when patches arrived since the last one (a
+        snapshot copies the canvas under the stitcher's lock)."""
+        count = getattr(self.source, "frames_stitched", None)
+        cached = self._mosaic_cache
+        if count is not None and cached is not None and cached[0] == (count, self._run["uid"]):
+            return cached[1]
+        snapshot = self.source.snapshot()
+        self._mosaic_cache = None if count is None else ((count, self._run["uid"]), snapshot)
+        return snapshot
 
     def _stats(
         self, result: ResultsPayload | None, mosaic: MosaicSnapshot | None

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .images import encode_png, shrink, to_rgb
+from .images import encode_png, shrink, to_indexed
 
 __all__ = ["PANELS", "Frame", "ViewRenderer"]
 
@@ -108,7 +108,8 @@ class ViewRenderer:
                 continue
             if self._keys.get(panel) == key and panel in images:
                 continue
-            images[panel] = encode_png(make())
+            pixels, cmap = make()
+            images[panel] = encode_png(pixels, cmap)
             image_versions[panel] = version
             self._keys[panel] = key
         counters = state.counters
@@ -149,31 +150,33 @@ class ViewRenderer:
         return frame
 
     def _panels(self, state: Any) -> list[tuple[str, Any, Any]]:
-        """(panel, change key or None when empty, a function making its RGB image)."""
+        """(panel, change key or None when empty, a function making its (palette indices,
+        colour map))."""
         mosaic, composite, uncertainty = state.mosaic, state.composite, state.uncertainty
         counters = state.counters
         panels: list[tuple[str, Any, Any]] = []
         frame_key = None if state.frame is None else (state.frame_id, id(state.frame))
         panels.append(
             ("frame", frame_key,
-             lambda: to_rgb(shrink(np.asarray(state.frame)), cmap="viridis", log=True))
+             lambda: (to_indexed(shrink(np.asarray(state.frame)), log=True), "viridis"))
         )  # fmt: skip
         phase_key = None if state.phase is None else (state.phase_frame_id, counters["results"])
-        panels.append(("phase", phase_key, lambda: to_rgb(state.phase, cmap="gray")))
+        panels.append(("phase", phase_key, lambda: (to_indexed(state.phase), "gray")))
         mosaic_key = None
         if mosaic is not None:
             mosaic_key = (mosaic.run_uid, mosaic.frames_used, tuple(mosaic.metrics))
         panels.append(
-            ("mosaic", mosaic_key, lambda: _mosaic_rgb(mosaic.phase, mosaic.weights))
+            ("mosaic", mosaic_key, lambda: (_mosaic_pixels(mosaic.phase, mosaic.weights), "gray"))
         )  # fmt: skip
         composite_key = None if composite is None else len(composite.runs)
         panels.append(
-            ("composite", composite_key, lambda: _mosaic_rgb(composite.phase, composite.weights))
+            ("composite", composite_key,
+             lambda: (_mosaic_pixels(composite.phase, composite.weights), "gray"))
         )  # fmt: skip
         uncertainty_key = None if uncertainty is None else counters.get("uncertainty_patches")
         panels.append(
             ("uncertainty", uncertainty_key,
-             lambda: to_rgb(shrink(uncertainty), cmap="magma", percentiles=(0.0, 99.0)))
+             lambda: (to_indexed(shrink(uncertainty), percentiles=(0.0, 99.0)), "magma"))
         )  # fmt: skip
         return panels
 
@@ -190,9 +193,9 @@ class ViewRenderer:
             self._changed.notify_all()
 
 
-def _mosaic_rgb(phase: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _mosaic_pixels(phase: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """A mosaic's phase where it was measured (weights above 5 % of their peak), black
     elsewhere: the flashlight in the dark."""
     weights = shrink(np.asarray(weights))
     measured = weights > 0.05 * float(weights.max()) if weights.size else weights > 0
-    return to_rgb(shrink(np.asarray(phase)), cmap="gray", mask=measured)
+    return to_indexed(shrink(np.asarray(phase)), mask=measured)
