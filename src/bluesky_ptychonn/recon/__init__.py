@@ -3,8 +3,9 @@
 Holds the option dataclasses (`options`), input checks and grid layout (`prepare`), torch
 building blocks (`ops`), the steppable engines (`task`, `epie`, `ap`), the front door
 (`api.reconstruct`, `api.make_task`), phase synchronisation of overlapping frames
-(`phase_sync`, pure numpy/scipy, reused by the live stitcher), quality checks against a ground
-truth (`quality`), the ground-truth-free assessment that decides whether a reconstruction may
+(`phase_sync`, pure numpy/scipy, reused by the live stitcher), mixed-state probe modes
+(`modes`), quality checks against a ground truth (`quality`), the ground-truth-free
+assessment that decides whether a reconstruction may
 become labels (`assessment`) and the summary figure (`figure`). A diverged run raises
 `ReconstructionDiverged` instead of returning. The same code runs on CPU and CUDA by the
 ``device`` option. May import `geometry`, `dataset`, `metrics` and `sim.forward`; knows nothing
@@ -19,6 +20,7 @@ from .options import (
     DivergenceOptions,
     EPIEOptions,
     ObjectOptions,
+    PositionOptions,
     ProbeOptions,
     SyncOptions,
     options_from_dict,
@@ -34,6 +36,7 @@ __all__ = [
     "EPIEOptions",
     "EPIETask",
     "ObjectOptions",
+    "PositionOptions",
     "ProbeOptions",
     "ReconstructionDiverged",
     "ReconstructionTask",
