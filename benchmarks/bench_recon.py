@@ -23,6 +23,17 @@ benchmarks/bench_recon.py --json OUT``). It writes a JSON list of records:
   trial kept) and, for ours, the ground-truth-free ``assessment`` (without the half scans).
   Both codes run the same epochs from the same initial probe (ours adds its trial of
   candidate starts, whose time is counted); pty-chi's ePIE with batch 20.
+* ``"benchmark": "star"`` (``--star``): the shared real Siemens star (``star_case.py``), one
+  record per run: ``impl`` ("ours" or "pty-chi"), ``modes``, ``positions`` (position
+  correction on), ``regularisation`` (ours' object step: 1 classic ePIE), ``iterations``,
+  ``seconds``, ``patterns_per_s``, ``noise_ratio`` (ours: data error over the Poisson floor),
+  ``ssim_vs_ptychi`` (phase SSIM over the star's centre, disks of ``radii_um``, against
+  pty-chi's plain ePIE) and ``ssim_vs_ptychi_same`` (against pty-chi with the same modes and
+  position correction), ``speed_ratio`` (ours' patterns/s over pty-chi's of the same variant).
+* ``"benchmark": "steps"`` (``--steps``): ePIE's object step, classic (``regularisation``
+  1) against rPIE-style values, on scans of the tests' independent simulator with other
+  probes, overlaps and doses than the package's presets: ``probe``, ``overlap``,
+  ``photons``, ``regularisation``, ``phase_err_rad``, ``noise_ratio``, ``diverged``.
 * ``"benchmark": "sync"``: alternating projections on noiseless grids of 16x16-pixel frames
   (see ``sync_case.py``): ``frames_grid``, ``sync_every`` (0 = none), ``iterations`` and
   ``seconds`` to reach ``target`` object error (null if not reached within the cap),
@@ -391,6 +402,153 @@ def sync_records(
     return records
 
 
+STAR_RADII_UM = (1.0, 1.5)
+STAR_VARIANTS = (  # (modes, position correction, regularisation; None: the default)
+    (1, False, None),
+    (3, False, None),
+    (1, True, None),
+    (3, True, None),
+    (1, False, 1.0),
+    (1, False, 0.5),
+    (1, False, 0.05),
+)
+
+
+def star_records(iterations: int, with_ptychi: bool, save) -> list[dict[str, Any]]:
+    """Ours (each of `STAR_VARIANTS`) against pty-chi on the real Siemens star."""
+    import star_case
+
+    dataset = star_case.load_star()
+    pixel = dataset.object_pixel_size_m
+    ok, why = ptychi_available() if with_ptychi else (False, "skipped (--skip-ptychi)")
+    records: list[dict[str, Any]] = []
+    theirs: dict[tuple[int, bool], dict[str, Any]] = {}
+    centre = None
+    common = {"benchmark": "star", "iterations": iterations, "n_patterns": dataset.n_patterns}
+    for modes, positions, reg in STAR_VARIANTS:
+        ours = star_case.run_ours(
+            dataset, iterations, modes=modes, correct_positions=positions, regularisation=reg
+        )
+        key = (modes, positions)
+        if ok and key not in theirs:
+            theirs[key] = star_case.run_theirs(
+                dataset,
+                ours.get("task") or make_task(dataset),
+                iterations,
+                modes=modes,
+                correct_positions=positions,
+            )
+            t = theirs[key]
+            if centre is None and not t["diverged"]:
+                centre = star_case.star_centre(t["result"].object.array)
+            record = {
+                **common,
+                "impl": "pty-chi",
+                "version": why,
+                "modes": modes,
+                "positions": positions,
+                "batch": 20,
+                **{k: t[k] for k in ("diverged", "seconds", "patterns_per_s", "final_loss")},
+            }
+            plain = theirs.get((1, False))
+            if plain is not None and centre is not None and not t["diverged"]:
+                record["ssim_vs_ptychi"] = {
+                    f"{r:g}um": star_case.centre_ssim(
+                        t["result"], plain["result"], centre, r * 1e-6 / pixel
+                    )
+                    for r in STAR_RADII_UM
+                }
+            records.append(_finite({**record, **_env()}))
+        record = {
+            **common,
+            "impl": "ours",
+            "modes": modes,
+            "positions": positions,
+            "batch": 32,
+            **{k: v for k, v in ours.items() if k not in ("result", "task")},
+        }
+        if not ours["diverged"] and centre is not None:
+            for name, ref_key in (("ssim_vs_ptychi", (1, False)), ("ssim_vs_ptychi_same", key)):
+                ref = theirs.get(ref_key)
+                if ref is not None and not ref["diverged"]:
+                    record[name] = {
+                        f"{r:g}um": star_case.centre_ssim(
+                            ours["result"], ref["result"], centre, r * 1e-6 / pixel
+                        )
+                        for r in STAR_RADII_UM
+                    }
+            if key in theirs:
+                record["speed_ratio"] = ours["patterns_per_s"] / theirs[key]["patterns_per_s"]
+        if centre is not None:
+            record["star_centre_px"] = list(centre)
+        records.append(_finite({**record, **_env()}))
+        print(
+            f"star modes {modes} positions {positions!s:5} r {record.get('regularisation')}: "
+            f"ours {ours['seconds']:.0f} s, noise ratio {_fmt(ours.get('noise_ratio'), '.3f')}, "
+            f"SSIM vs pty-chi {record.get('ssim_vs_ptychi')}, "
+            f"same {record.get('ssim_vs_ptychi_same')}",
+            flush=True,
+        )
+        save(records)
+    return records
+
+
+STEP_REGULARISATIONS = (1.0, 0.5, 0.2, 0.05)
+STEP_CASES = (  # probe, overlap, photons per pattern
+    ("gaussian", 0.6, 2e4),
+    ("gaussian", 0.85, 2e6),
+    ("measured", 0.6, 2e6),
+    ("measured", 0.85, 2e4),
+    ("zoneplate", 0.6, 2e4),
+    ("zoneplate", 0.85, 2e6),
+)
+
+
+def step_records(iterations: int, n_positions: int, save) -> list[dict[str, Any]]:
+    """ePIE's classic object step against rPIE-style ones on the independent simulator."""
+    from bluesky_ptychonn.recon import ObjectOptions
+
+    sim = _far_field_scan()
+    records: list[dict[str, Any]] = []
+    for probe_kind, overlap, photons in STEP_CASES:
+        dataset, truth_probe = sim.simulate(
+            probe_kind=probe_kind, overlap=overlap, photons=photons, n_positions=n_positions
+        )
+        for reg in STEP_REGULARISATIONS:
+            options = EPIEOptions(iterations=iterations, object=ObjectOptions(regularisation=reg))
+            task = make_task(dataset, options)
+            record: dict[str, Any] = {
+                "benchmark": "steps",
+                "impl": "ours",
+                "probe": probe_kind,
+                "overlap": overlap,
+                "photons": photons,
+                "regularisation": reg,
+                "iterations": iterations,
+                "n_patterns": dataset.n_patterns,
+            }
+            try:
+                task.run()
+                result = task.result()
+                record.update(
+                    diverged=False,
+                    phase_err_rad=phase_error_rad(result, dataset.ground_truth, probe=truth_probe),
+                    noise_ratio=assess_reconstruction(dataset, task, half_scan=False).noise_ratio,
+                )
+            except ReconstructionDiverged as error:
+                record.update(diverged=True, phase_err_rad=None, refused=str(error))
+            record.update(seconds=task.seconds, **_env())
+            records.append(_finite(record))
+            print(
+                f"steps {probe_kind:9s} overlap {overlap:.2f} photons {photons:.0e} r {reg:<4g}: "
+                f"{_fmt(record.get('phase_err_rad'))} rad, noise ratio "
+                f"{_fmt(record.get('noise_ratio'), '.2f')}",
+                flush=True,
+            )
+            save(records)
+    return records
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench recon", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", required=True, help="output JSON file")
@@ -402,6 +560,18 @@ def main(argv: list[str] | None = None) -> int:
         "--matrix",
         action="store_true",
         help="only the robustness matrix (probes x guesses x overlaps), ours against pty-chi",
+    )
+    parser.add_argument(
+        "--star",
+        action="store_true",
+        help="only the real Siemens star: ours (modes, position correction, object steps) "
+        "against pty-chi",
+    )
+    parser.add_argument(
+        "--steps",
+        action="store_true",
+        help="only the object-step comparison (classic ePIE against rPIE-style) on the "
+        "independent simulator",
     )
     parser.add_argument("--matrix-probes", nargs="+", default=list(MATRIX_PROBES))
     parser.add_argument("--matrix-guesses", nargs="+", default=list(MATRIX_GUESSES))
@@ -441,6 +611,24 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:  # after each part, so a long run keeps what it has measured
         write_records(args.json, records, indent=1, allow_nan=False, default=float)
 
+    def save_part(done: list[dict[str, Any]]) -> None:
+        write_records(args.json, done, indent=1, allow_nan=False, default=float)
+
+    if args.star or args.steps:
+        if args.steps:
+            records += step_records(args.iterations or 100, args.matrix_positions, save_part)
+        if args.star:
+            done = list(records)
+            records += star_records(
+                args.iterations or 40,
+                not args.skip_ptychi,
+                lambda part: save_part(done + part),
+            )
+        save()
+        print(
+            f"wrote {len(records)} records to {args.json} in {time.perf_counter() - started:.0f} s"
+        )
+        return 0
     if args.matrix:
         records += matrix_records(
             args.iterations or 100,

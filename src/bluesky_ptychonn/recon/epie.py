@@ -59,14 +59,14 @@ class EPIETask(ReconstructionTask):
         if self._batches is not None:  # same order, windows at the new corners
             self._batches = [(frames, self.window_index(frames)) for frames, _ in self._batches]
 
-    def _position_steps(
+    def _position_moves(
         self, patches: torch.Tensor, probes: torch.Tensor, dpsi: torch.Tensor
     ) -> torch.Tensor:
         """(B, 2) least-squares moves (row, col pixels) of the batch's positions (pty-chi's
         gradient method, summed over the modes; see `PositionOptions`)."""
         h, w = self.frame_shape
-        fy = torch.fft.fftfreq(h, device=self.device).mul_(2j * torch.pi)[:, None]
-        fx = torch.fft.fftfreq(w, device=self.device).mul_(2j * torch.pi)
+        fy = (torch.fft.fftfreq(h, device=self.device) * (2j * torch.pi))[:, None]
+        fx = torch.fft.fftfreq(w, device=self.device) * (2j * torch.pi)
         steps = []
         for axis, freq in ((-2, fy), (-1, fx)):
             grad = torch.fft.ifft(torch.fft.fft(patches, dim=axis) * freq, dim=axis)
@@ -98,7 +98,7 @@ class EPIETask(ReconstructionTask):
             misfit += ops.modulus_correct_(spectrum, amplitudes, valid)
             dpsi = ops.ifft2(spectrum)
             if update_positions:
-                self.add_position_steps(frames, self._position_steps(patches, probes, dpsi))
+                self.add_position_steps(frames, self._position_moves(patches, probes, dpsi))
             # the batch's illumination from the unshifted modes (a normaliser, not the model)
             probe_intensity = ops.intensity(self.probe).sum(0)
             if count > 1:
