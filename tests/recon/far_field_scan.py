@@ -227,6 +227,6 @@ def simulate(
         metadata={
             "true_probe_kind": probe_kind,
             "overlap": overlap,
-            "true_positions_m": true_px * pixel,
+            "true_positions_m": (true_px * pixel).tolist(),
         },
     ), (probe if len(mode_fractions) == 1 else modes)

@@ -188,8 +188,11 @@ class PositionOptions:
         correct: refine the positions (False: keep the file's).
         start_iteration: first iteration (0-based) that moves positions; the object must
             show its features first.
-        step_size: fraction of the least-squares shift applied (dimensionless, > 0;
-            pty-chi's 0.3).
+        step_size: fraction of the least-squares shift applied (dimensionless, > 0). pty-chi's
+            default is 0.3; 1 was measured better (random errors of 1 and 1.5 px RMS per axis
+            on 100-position scans of the independent simulator, 60 iterations: 1.35 -> 0.75
+            and 2.18 -> 1.15 px against 0.99 and 1.76 px at 0.3; on error-free positions it
+            moved them by 0.18 px RMS, 0.07 at 0.3, the phase error unchanged).
         max_step_px: largest move of one coordinate per iteration (object pixels; pty-chi's
             ``update_magnitude_limit`` 0.1).
         mad_clip: moves are also clipped to this many times the median absolute deviation of
@@ -200,7 +203,7 @@ class PositionOptions:
 
     correct: bool = False
     start_iteration: int = 10
-    step_size: float = 0.3
+    step_size: float = 1.0
     max_step_px: float = 0.1
     mad_clip: float = 10.0
     max_shift_px: float = 4.0

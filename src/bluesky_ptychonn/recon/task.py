@@ -570,6 +570,8 @@ class ReconstructionTask:
     @property
     def positions_m(self) -> np.ndarray:
         """(N, 2) (y, x) beam positions in metres: the data's, or the refined ones."""
+        if np.array_equal(self.positions_px, self.nominal_px):
+            return self.scan.positions_m.copy()
         return self.scan.grid.to_metres(self.positions_px)
 
     def settings(self) -> dict[str, Any]:
