@@ -34,6 +34,13 @@ benchmarks/bench_recon.py --json OUT``). It writes a JSON list of records:
   1) against rPIE-style values, on scans of the tests' independent simulator with other
   probes, overlaps and doses than the package's presets: ``probe``, ``overlap``,
   ``photons``, ``regularisation``, ``phase_err_rad``, ``noise_ratio``, ``diverged``.
+* ``"benchmark": "extras"`` (``--extras``): probe modes and position correction on the
+  independent simulator (100 positions, overlap 0.75): ``case`` ("partially coherent": three
+  modes holding 60/25/15 % of the power; "coherent"; "position errors": 1 px RMS per axis in
+  the file), ``modes``, ``mode_power``, ``positions``, ``phase_err_rad``, ``noise_ratio``,
+  ``mode_powers``, ``position_error_px`` (RMS distance of the final positions to the true
+  ones, common shift removed; the file's for comparison in ``file_position_error_px``),
+  ``seconds``.
 * ``"benchmark": "sync"``: alternating projections on noiseless grids of 16x16-pixel frames
   (see ``sync_case.py``): ``frames_grid``, ``sync_every`` (0 = none), ``iterations`` and
   ``seconds`` to reach ``target`` object error (null if not reached within the cap),
@@ -549,6 +556,68 @@ def step_records(iterations: int, n_positions: int, save) -> list[dict[str, Any]
     return records
 
 
+EXTRA_CASES = (  # (case, simulate kwargs, [(modes, mode_power, position correction)])
+    (
+        "partially coherent",
+        {"mode_fractions": (0.6, 0.25, 0.15)},
+        [(1, 0.02, False), (3, 0.02, False), (3, 0.1, False), (3, 0.25, False)],
+    ),
+    ("coherent", {}, [(1, 0.02, False), (3, 0.02, False), (3, 0.1, False), (3, 0.25, False)]),
+    ("position errors", {"position_error_px": 1.0}, [(1, 0.02, False), (1, 0.02, True)]),
+)
+
+
+def _position_error_px(dataset: PtychoDataset, positions_m: np.ndarray) -> float:
+    true = np.asarray(dataset.metadata["true_positions_m"])
+    d = (np.asarray(positions_m) - true) / dataset.object_pixel_size_m
+    d -= d.mean(axis=0)
+    return float(np.sqrt(np.mean(np.sum(d**2, axis=1))))
+
+
+def extra_records(iterations: int, save) -> list[dict[str, Any]]:
+    """Probe modes and position correction on the independent simulator (see the docstring)."""
+    from bluesky_ptychonn.recon import PositionOptions, ProbeOptions
+
+    sim = _far_field_scan()
+    records: list[dict[str, Any]] = []
+    for case, kwargs, variants in EXTRA_CASES:
+        dataset, truth_probe = sim.simulate(n_positions=100, overlap=0.75, **kwargs)
+        for modes, mode_power, correct in variants:
+            options = EPIEOptions(
+                iterations=iterations,
+                probe=ProbeOptions(modes=modes, mode_power=mode_power),
+                positions=PositionOptions(correct=correct),
+            )
+            task = make_task(dataset, options).run()
+            result = task.result()
+            record = {
+                "benchmark": "extras",
+                "impl": "ours",
+                "case": case,
+                "modes": modes,
+                "mode_power": mode_power,
+                "positions": correct,
+                "iterations": iterations,
+                "phase_err_rad": phase_error_rad(result, dataset.ground_truth, probe=truth_probe),
+                "noise_ratio": assess_reconstruction(dataset, task, half_scan=False).noise_ratio,
+                "mode_powers": result.settings["run"]["mode_powers"],
+                "seconds": task.seconds,
+                **_env(),
+            }
+            if "true_positions_m" in dataset.metadata:
+                record["file_position_error_px"] = _position_error_px(dataset, dataset.positions_m)
+                record["position_error_px"] = _position_error_px(dataset, result.positions_m)
+            records.append(_finite(record))
+            print(
+                f"extras {case:18s} modes {modes} ({mode_power:g}) positions {correct!s:5}: "
+                f"{record['phase_err_rad']:.4f} rad, noise ratio {record['noise_ratio']:.2f}, "
+                f"positions {_fmt(record.get('position_error_px'), '.3f')} px",
+                flush=True,
+            )
+            save(records)
+    return records
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench recon", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", required=True, help="output JSON file")
@@ -572,6 +641,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the object-step comparison (classic ePIE against rPIE-style) on the "
         "independent simulator",
+    )
+    parser.add_argument(
+        "--extras",
+        action="store_true",
+        help="only probe modes and position correction on the independent simulator",
     )
     parser.add_argument("--matrix-probes", nargs="+", default=list(MATRIX_PROBES))
     parser.add_argument("--matrix-guesses", nargs="+", default=list(MATRIX_GUESSES))
@@ -614,9 +688,16 @@ def main(argv: list[str] | None = None) -> int:
     def save_part(done: list[dict[str, Any]]) -> None:
         write_records(args.json, done, indent=1, allow_nan=False, default=float)
 
-    if args.star or args.steps:
+    if args.star or args.steps or args.extras:
+        if args.extras:
+            records += extra_records(args.iterations or 100, save_part)
         if args.steps:
-            records += step_records(args.iterations or 100, args.matrix_positions, save_part)
+            done = list(records)
+            records += step_records(
+                args.iterations or 100,
+                args.matrix_positions,
+                lambda part: save_part(done + part),
+            )
         if args.star:
             done = list(records)
             records += star_records(
