@@ -418,11 +418,25 @@ STAR_VARIANTS = (  # (modes, position correction, regularisation; None: the defa
     (1, False, 1.0),
     (1, False, 0.5),
     (1, False, 0.05),
+    (3, False, 1.0),
 )
 
 
-def star_records(iterations: int, with_ptychi: bool, save) -> list[dict[str, Any]]:
-    """Ours (each of `STAR_VARIANTS`) against pty-chi on the real Siemens star."""
+def _star_variant(text: str) -> tuple[int, bool, float | None]:
+    """ "MODES,POSITIONS,R" (POSITIONS on/off, R a number or "default") -> a star variant."""
+    modes, positions, reg = text.split(",")
+    return int(modes), positions == "on", None if reg == "default" else float(reg)
+
+
+def star_records(
+    iterations: int, with_ptychi: bool, save, variants=STAR_VARIANTS
+) -> list[dict[str, Any]]:
+    """Ours (each of ``variants``) against pty-chi on the real Siemens star.
+
+    pty-chi runs once per (modes, position correction) that ``variants`` hold; the star's
+    centre comes from its first run, the reference of ``ssim_vs_ptychi`` is its plain ePIE
+    (one mode, no position correction) when that was run.
+    """
     import star_case
 
     dataset = star_case.load_star()
@@ -432,7 +446,7 @@ def star_records(iterations: int, with_ptychi: bool, save) -> list[dict[str, Any
     theirs: dict[tuple[int, bool], dict[str, Any]] = {}
     centre = None
     common = {"benchmark": "star", "iterations": iterations, "n_patterns": dataset.n_patterns}
-    for modes, positions, reg in STAR_VARIANTS:
+    for modes, positions, reg in variants:
         ours = star_case.run_ours(
             dataset, iterations, modes=modes, correct_positions=positions, regularisation=reg
         )
@@ -647,6 +661,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only probe modes and position correction on the independent simulator",
     )
+    parser.add_argument(
+        "--star-variants",
+        nargs="+",
+        type=_star_variant,
+        help="--star: ours' variants as MODES,on|off,R (R a number or 'default'); default: "
+        "STAR_VARIANTS",
+    )
     parser.add_argument("--matrix-probes", nargs="+", default=list(MATRIX_PROBES))
     parser.add_argument("--matrix-guesses", nargs="+", default=list(MATRIX_GUESSES))
     parser.add_argument("--matrix-overlaps", type=float, nargs="+", default=list(MATRIX_OVERLAPS))
@@ -704,6 +725,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.iterations or 40,
                 not args.skip_ptychi,
                 lambda part: save_part(done + part),
+                args.star_variants or STAR_VARIANTS,
             )
         save()
         print(
