@@ -23,6 +23,24 @@ benchmarks/bench_recon.py --json OUT``). It writes a JSON list of records:
   trial kept) and, for ours, the ground-truth-free ``assessment`` (without the half scans).
   Both codes run the same epochs from the same initial probe (ours adds its trial of
   candidate starts, whose time is counted); pty-chi's ePIE with batch 20.
+* ``"benchmark": "star"`` (``--star``): the shared real Siemens star (``star_case.py``), one
+  record per run: ``impl`` ("ours" or "pty-chi"), ``modes``, ``positions`` (position
+  correction on), ``regularisation`` (ours' object step: 1 classic ePIE), ``iterations``,
+  ``seconds``, ``patterns_per_s``, ``noise_ratio`` (ours: data error over the Poisson floor),
+  ``ssim_vs_ptychi`` (phase SSIM over the star's centre, disks of ``radii_um``, against
+  pty-chi's plain ePIE) and ``ssim_vs_ptychi_same`` (against pty-chi with the same modes and
+  position correction), ``speed_ratio`` (ours' patterns/s over pty-chi's of the same variant).
+* ``"benchmark": "steps"`` (``--steps``): ePIE's object step, classic (``regularisation``
+  1) against rPIE-style values, on scans of the tests' independent simulator with other
+  probes, overlaps and doses than the package's presets: ``probe``, ``overlap``,
+  ``photons``, ``regularisation``, ``phase_err_rad``, ``noise_ratio``, ``diverged``.
+* ``"benchmark": "extras"`` (``--extras``): probe modes and position correction on the
+  independent simulator (100 positions, overlap 0.75): ``case`` ("partially coherent": three
+  modes holding 60/25/15 % of the power; "coherent"; "position errors": 1 px RMS per axis in
+  the file), ``modes``, ``mode_power``, ``positions``, ``phase_err_rad``, ``noise_ratio``,
+  ``mode_powers``, ``position_error_px`` (RMS distance of the final positions to the true
+  ones, common shift removed; the file's for comparison in ``file_position_error_px``),
+  ``seconds``.
 * ``"benchmark": "sync"``: alternating projections on noiseless grids of 16x16-pixel frames
   (see ``sync_case.py``): ``frames_grid``, ``sync_every`` (0 = none), ``iterations`` and
   ``seconds`` to reach ``target`` object error (null if not reached within the cap),
@@ -391,6 +409,229 @@ def sync_records(
     return records
 
 
+STAR_RADII_UM = (1.0, 1.5)
+STAR_VARIANTS = (  # (modes, position correction, regularisation; None: the default)
+    (1, False, None),
+    (3, False, None),
+    (1, True, None),
+    (3, True, None),
+    (1, False, 1.0),
+    (1, False, 0.5),
+    (1, False, 0.05),
+    (3, False, 1.0),
+)
+
+
+def _star_variant(text: str) -> tuple[int, bool, float | None]:
+    """ "MODES,POSITIONS,R" (POSITIONS on/off, R a number or "default") -> a star variant."""
+    modes, positions, reg = text.split(",")
+    return int(modes), positions == "on", None if reg == "default" else float(reg)
+
+
+def star_records(
+    iterations: int, with_ptychi: bool, save, variants=STAR_VARIANTS
+) -> list[dict[str, Any]]:
+    """Ours (each of ``variants``) against pty-chi on the real Siemens star.
+
+    pty-chi runs once per (modes, position correction) that ``variants`` hold; the star's
+    centre comes from its first run, the reference of ``ssim_vs_ptychi`` is its plain ePIE
+    (one mode, no position correction) when that was run.
+    """
+    import star_case
+
+    dataset = star_case.load_star()
+    pixel = dataset.object_pixel_size_m
+    ok, why = ptychi_available() if with_ptychi else (False, "skipped (--skip-ptychi)")
+    records: list[dict[str, Any]] = []
+    theirs: dict[tuple[int, bool], dict[str, Any]] = {}
+    centre = None
+    common = {"benchmark": "star", "iterations": iterations, "n_patterns": dataset.n_patterns}
+    for modes, positions, reg in variants:
+        ours = star_case.run_ours(
+            dataset, iterations, modes=modes, correct_positions=positions, regularisation=reg
+        )
+        key = (modes, positions)
+        if ok and key not in theirs:
+            theirs[key] = star_case.run_theirs(
+                dataset,
+                ours.get("task") or make_task(dataset),
+                iterations,
+                modes=modes,
+                correct_positions=positions,
+            )
+            t = theirs[key]
+            if centre is None and not t["diverged"]:
+                centre = star_case.star_centre(t["result"].object.array)
+            record = {
+                **common,
+                "impl": "pty-chi",
+                "version": why,
+                "modes": modes,
+                "positions": positions,
+                "batch": 20,
+                **{k: t[k] for k in ("diverged", "seconds", "patterns_per_s", "final_loss")},
+            }
+            plain = theirs.get((1, False))
+            if plain is not None and centre is not None and not t["diverged"]:
+                record["ssim_vs_ptychi"] = {
+                    f"{r:g}um": star_case.centre_ssim(
+                        t["result"], plain["result"], centre, r * 1e-6 / pixel
+                    )
+                    for r in STAR_RADII_UM
+                }
+            records.append(_finite({**record, **_env()}))
+        record = {
+            **common,
+            "impl": "ours",
+            "modes": modes,
+            "positions": positions,
+            "batch": 32,
+            **{k: v for k, v in ours.items() if k not in ("result", "task")},
+        }
+        if not ours["diverged"] and centre is not None:
+            for name, ref_key in (("ssim_vs_ptychi", (1, False)), ("ssim_vs_ptychi_same", key)):
+                ref = theirs.get(ref_key)
+                if ref is not None and not ref["diverged"]:
+                    record[name] = {
+                        f"{r:g}um": star_case.centre_ssim(
+                            ours["result"], ref["result"], centre, r * 1e-6 / pixel
+                        )
+                        for r in STAR_RADII_UM
+                    }
+            if key in theirs:
+                record["speed_ratio"] = ours["patterns_per_s"] / theirs[key]["patterns_per_s"]
+        if centre is not None:
+            record["star_centre_px"] = list(centre)
+        records.append(_finite({**record, **_env()}))
+        print(
+            f"star modes {modes} positions {positions!s:5} r {record.get('regularisation')}: "
+            f"ours {ours['seconds']:.0f} s, noise ratio {_fmt(ours.get('noise_ratio'), '.3f')}, "
+            f"SSIM vs pty-chi {record.get('ssim_vs_ptychi')}, "
+            f"same {record.get('ssim_vs_ptychi_same')}",
+            flush=True,
+        )
+        save(records)
+    return records
+
+
+STEP_REGULARISATIONS = (1.0, 0.5, 0.2, 0.05)
+STEP_CASES = (  # probe, overlap, photons per pattern
+    ("gaussian", 0.6, 2e4),
+    ("gaussian", 0.85, 2e6),
+    ("measured", 0.6, 2e6),
+    ("measured", 0.85, 2e4),
+    ("zoneplate", 0.6, 2e4),
+    ("zoneplate", 0.85, 2e6),
+)
+
+
+def step_records(iterations: int, n_positions: int, save) -> list[dict[str, Any]]:
+    """ePIE's classic object step against rPIE-style ones on the independent simulator."""
+    from bluesky_ptychonn.recon import ObjectOptions
+
+    sim = _far_field_scan()
+    records: list[dict[str, Any]] = []
+    for probe_kind, overlap, photons in STEP_CASES:
+        dataset, truth_probe = sim.simulate(
+            probe_kind=probe_kind, overlap=overlap, photons=photons, n_positions=n_positions
+        )
+        for reg in STEP_REGULARISATIONS:
+            options = EPIEOptions(iterations=iterations, object=ObjectOptions(regularisation=reg))
+            task = make_task(dataset, options)
+            record: dict[str, Any] = {
+                "benchmark": "steps",
+                "impl": "ours",
+                "probe": probe_kind,
+                "overlap": overlap,
+                "photons": photons,
+                "regularisation": reg,
+                "iterations": iterations,
+                "n_patterns": dataset.n_patterns,
+            }
+            try:
+                task.run()
+                result = task.result()
+                record.update(
+                    diverged=False,
+                    phase_err_rad=phase_error_rad(result, dataset.ground_truth, probe=truth_probe),
+                    noise_ratio=assess_reconstruction(dataset, task, half_scan=False).noise_ratio,
+                )
+            except ReconstructionDiverged as error:
+                record.update(diverged=True, phase_err_rad=None, refused=str(error))
+            record.update(seconds=task.seconds, **_env())
+            records.append(_finite(record))
+            print(
+                f"steps {probe_kind:9s} overlap {overlap:.2f} photons {photons:.0e} r {reg:<4g}: "
+                f"{_fmt(record.get('phase_err_rad'))} rad, noise ratio "
+                f"{_fmt(record.get('noise_ratio'), '.2f')}",
+                flush=True,
+            )
+            save(records)
+    return records
+
+
+EXTRA_CASES = (  # (case, simulate kwargs, [(modes, mode_power, position correction)])
+    (
+        "partially coherent",
+        {"mode_fractions": (0.6, 0.25, 0.15)},
+        [(1, 0.02, False), (3, 0.02, False), (3, 0.1, False), (3, 0.25, False)],
+    ),
+    ("coherent", {}, [(1, 0.02, False), (3, 0.02, False), (3, 0.1, False), (3, 0.25, False)]),
+    ("position errors", {"position_error_px": 1.0}, [(1, 0.02, False), (1, 0.02, True)]),
+)
+
+
+def _position_error_px(dataset: PtychoDataset, positions_m: np.ndarray) -> float:
+    true = np.asarray(dataset.metadata["true_positions_m"])
+    d = (np.asarray(positions_m) - true) / dataset.object_pixel_size_m
+    d -= d.mean(axis=0)
+    return float(np.sqrt(np.mean(np.sum(d**2, axis=1))))
+
+
+def extra_records(iterations: int, save) -> list[dict[str, Any]]:
+    """Probe modes and position correction on the independent simulator (see the docstring)."""
+    from bluesky_ptychonn.recon import PositionOptions, ProbeOptions
+
+    sim = _far_field_scan()
+    records: list[dict[str, Any]] = []
+    for case, kwargs, variants in EXTRA_CASES:
+        dataset, truth_probe = sim.simulate(n_positions=100, overlap=0.75, **kwargs)
+        for modes, mode_power, correct in variants:
+            options = EPIEOptions(
+                iterations=iterations,
+                probe=ProbeOptions(modes=modes, mode_power=mode_power),
+                positions=PositionOptions(correct=correct),
+            )
+            task = make_task(dataset, options).run()
+            result = task.result()
+            record = {
+                "benchmark": "extras",
+                "impl": "ours",
+                "case": case,
+                "modes": modes,
+                "mode_power": mode_power,
+                "positions": correct,
+                "iterations": iterations,
+                "phase_err_rad": phase_error_rad(result, dataset.ground_truth, probe=truth_probe),
+                "noise_ratio": assess_reconstruction(dataset, task, half_scan=False).noise_ratio,
+                "mode_powers": result.settings["run"]["mode_powers"],
+                "seconds": task.seconds,
+                **_env(),
+            }
+            if "true_positions_m" in dataset.metadata:
+                record["file_position_error_px"] = _position_error_px(dataset, dataset.positions_m)
+                record["position_error_px"] = _position_error_px(dataset, result.positions_m)
+            records.append(_finite(record))
+            print(
+                f"extras {case:18s} modes {modes} ({mode_power:g}) positions {correct!s:5}: "
+                f"{record['phase_err_rad']:.4f} rad, noise ratio {record['noise_ratio']:.2f}, "
+                f"positions {_fmt(record.get('position_error_px'), '.3f')} px",
+                flush=True,
+            )
+            save(records)
+    return records
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench recon", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", required=True, help="output JSON file")
@@ -402,6 +643,30 @@ def main(argv: list[str] | None = None) -> int:
         "--matrix",
         action="store_true",
         help="only the robustness matrix (probes x guesses x overlaps), ours against pty-chi",
+    )
+    parser.add_argument(
+        "--star",
+        action="store_true",
+        help="only the real Siemens star: ours (modes, position correction, object steps) "
+        "against pty-chi",
+    )
+    parser.add_argument(
+        "--steps",
+        action="store_true",
+        help="only the object-step comparison (classic ePIE against rPIE-style) on the "
+        "independent simulator",
+    )
+    parser.add_argument(
+        "--extras",
+        action="store_true",
+        help="only probe modes and position correction on the independent simulator",
+    )
+    parser.add_argument(
+        "--star-variants",
+        nargs="+",
+        type=_star_variant,
+        help="--star: ours' variants as MODES,on|off,R (R a number or 'default'); default: "
+        "STAR_VARIANTS",
     )
     parser.add_argument("--matrix-probes", nargs="+", default=list(MATRIX_PROBES))
     parser.add_argument("--matrix-guesses", nargs="+", default=list(MATRIX_GUESSES))
@@ -441,6 +706,32 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:  # after each part, so a long run keeps what it has measured
         write_records(args.json, records, indent=1, allow_nan=False, default=float)
 
+    def save_part(done: list[dict[str, Any]]) -> None:
+        write_records(args.json, done, indent=1, allow_nan=False, default=float)
+
+    if args.star or args.steps or args.extras:
+        if args.extras:
+            records += extra_records(args.iterations or 100, save_part)
+        if args.steps:
+            done = list(records)
+            records += step_records(
+                args.iterations or 100,
+                args.matrix_positions,
+                lambda part: save_part(done + part),
+            )
+        if args.star:
+            done = list(records)
+            records += star_records(
+                args.iterations or 40,
+                not args.skip_ptychi,
+                lambda part: save_part(done + part),
+                args.star_variants or STAR_VARIANTS,
+            )
+        save()
+        print(
+            f"wrote {len(records)} records to {args.json} in {time.perf_counter() - started:.0f} s"
+        )
+        return 0
     if args.matrix:
         records += matrix_records(
             args.iterations or 100,

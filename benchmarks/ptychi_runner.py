@@ -100,6 +100,10 @@ def run_ptychi_epie(
     probe_start: int = 1,
     seed: int = 0,
     valid_mask: np.ndarray | None = None,
+    n_modes: int = 1,
+    correct_positions: bool = False,
+    position_start: int = 10,
+    position_step: float = 0.3,
 ) -> dict[str, Any]:
     """Run pty-chi's EPIE on CPU; return object, probe, loss history and the timing.
 
@@ -113,10 +117,16 @@ def run_ptychi_epie(
         alpha, beta: ePIE object and probe step sizes.
         probe_start: first epoch that updates the probe.
         seed: pty-chi's random seed.
+        n_modes: incoherent probe modes; the extra ones come from pty-chi's
+            ``orthogonalize_initial_probe`` (Hermite modes, 2 % of the power each), orthogonalised
+            every epoch (pty-chi's default, SVD).
+        correct_positions: refine positions from epoch ``position_start`` (pty-chi's gradient
+            method, step ``position_step``, its default bounds).
 
     Returns:
-        dict with ``object`` (rows, cols) complex, ``probe`` (H, W), ``loss`` (per epoch),
-        ``seconds`` (wall time of ``task.run()``; building the task is not counted).
+        dict with ``object`` (rows, cols) complex, ``probe`` (H, W) or (M, H, W), ``loss``
+        (per epoch), ``positions_px`` (N, 2) (row, col) at the end, ``seconds`` (wall time of
+        ``task.run()``; building the task is not counted).
     """
     ok, why = ptychi_available()
     if not ok:
@@ -138,7 +148,10 @@ def run_ptychi_epie(
     options.probe_options.optimizable = True
     options.probe_options.alpha = beta
     options.probe_options.optimization_plan.start = probe_start
-    options.probe_position_options.optimizable = False
+    options.probe_position_options.optimizable = bool(correct_positions)
+    if correct_positions:
+        options.probe_position_options.optimization_plan.start = position_start
+        options.probe_position_options.step_size = position_step
     options.reconstructor_options.num_epochs = iterations
     options.reconstructor_options.batch_size = batch_size
     options.reconstructor_options.default_device = api.Devices.CPU
@@ -146,6 +159,12 @@ def run_ptychi_epie(
     obj = np.ones((1, *object_shape), dtype=np.complex64)
     # pty-chi's far field is the unnormalised FFT (torch "backward"); ours is unitary
     probe = np.asarray(probe, dtype=np.complex64) / np.sqrt(probe.shape[-2] * probe.shape[-1])
+    probe = probe if probe.ndim == 2 else probe[0]
+    probe_data = np.repeat(probe[None, None], n_modes, axis=1)
+    if n_modes > 1:
+        from ptychi.utils import orthogonalize_initial_probe
+
+        probe_data = orthogonalize_initial_probe(torch.from_numpy(probe_data)).numpy()
     kwargs = {}
     if valid_mask is not None:
         kwargs["valid_pixel_mask"] = np.asarray(valid_mask, bool)
@@ -153,7 +172,7 @@ def run_ptychi_epie(
         options,
         diffraction_data=np.asarray(patterns, dtype=np.float32),
         object_data=obj,
-        probe_data=probe[None, None],
+        probe_data=probe_data,
         probe_position_x_px=np.asarray(positions_px[:, 1], dtype=np.float32),
         probe_position_y_px=np.asarray(positions_px[:, 0], dtype=np.float32),
         **kwargs,
@@ -162,9 +181,12 @@ def run_ptychi_epie(
     task.run()
     seconds = time.perf_counter() - start
     loss = np.asarray(task.reconstructor.loss_tracker.table["loss"], dtype=np.float64)
+    modes = task.get_data_to_cpu("probe", as_numpy=True)[0] * np.sqrt(probe.size)
+    positions = task.get_data_to_cpu("probe_positions", as_numpy=True)
     return {
         "object": task.get_data_to_cpu("object", as_numpy=True)[0],
-        "probe": task.get_data_to_cpu("probe", as_numpy=True)[0, 0] * np.sqrt(probe.size),
+        "probe": modes[0] if n_modes == 1 else modes,
+        "positions_px": np.asarray(positions, dtype=np.float64),
         "loss": loss,
         "seconds": seconds,
     }

@@ -6,7 +6,9 @@ data would be: far-field (Fraunhofer) diffraction of probe x object windows on a
 detector, Fermat-spiral positions, Poisson noise. Probes: a Gaussian with a quadratic
 (defocus) phase, a defocused zone-plate beam (an annular pupil propagated out of focus: a
 donut), and a "measured-looking" probe (a Gaussian with astigmatic defocus, a phase ramp and
-some speckle in its amplitude).
+some speckle in its amplitude). Optionally a partially coherent beam (several incoherent
+modes whose intensities add) and positions that the file gets wrong (random errors of known
+size, the true ones kept in the metadata).
 """
 
 from __future__ import annotations
@@ -90,6 +92,32 @@ def make_probe(
     return (probe / np.sqrt(np.sum(np.abs(probe) ** 2))).astype(np.complex128)
 
 
+def coherent_modes(probe: np.ndarray, fractions: tuple[float, ...]) -> np.ndarray:
+    """(M, n, n) orthogonal modes of a partially coherent beam, powers ``fractions`` x power.
+
+    The first is ``probe``; the others are ``probe`` times x, y, x y, ... (centred on the
+    beam's centre of mass), Gram-Schmidt orthogonalised: beams that broaden the first a little
+    and fill in its zeros, as a source larger than the coherence length does.
+    """
+    n = probe.shape[0]
+    weight = np.abs(probe) ** 2
+    power = weight.sum()
+    rows, cols = np.indices(probe.shape).astype(np.float64)
+    cy, cx = (weight * rows).sum() / power, (weight * cols).sum() / power
+    y, x = (rows - cy) / (n / 8), (cols - cx) / (n / 8)
+    shapes = [np.ones_like(x), x, y, x * y, x * x - y * y]
+    if len(fractions) > len(shapes):
+        raise ValueError(f"at most {len(shapes)} modes")
+    basis: list[np.ndarray] = []
+    for shape in shapes[: len(fractions)]:
+        mode = shape * probe
+        for b in basis:
+            mode = mode - b * np.vdot(b, mode)
+        basis.append(mode / np.linalg.norm(mode))
+    total = float(np.sum(fractions))
+    return np.stack([b * np.sqrt(power * f / total) for b, f in zip(basis, fractions, strict=True)])
+
+
 def fermat_positions_px(n_points: int, step_px: float) -> np.ndarray:
     """(n, 2) (row, col) Fermat-spiral offsets (px) whose neighbours sit about ``step_px`` apart."""
     k = np.arange(n_points)
@@ -133,8 +161,10 @@ def simulate(
     max_phase_rad: float = 1.0,
     seed: int = 0,
     file_probe: str | None = None,
+    mode_fractions: tuple[float, ...] = (1.0,),
+    position_error_px: float = 0.0,
 ) -> tuple[PtychoDataset, np.ndarray]:
-    """A noisy far-field scan and its true probe (sqrt(photons)).
+    """A noisy far-field scan and its true probe (sqrt(photons); (M, n, n) with modes).
 
     The data set holds counts, positions in metres and the ground truth; no probe by default.
 
@@ -146,27 +176,36 @@ def simulate(
         n: pattern side (px).
         file_probe: None (no probe in the file), or "wider-gaussian": a Gaussian 1.3x wider
             than ``sigma_px``, no phase, power = mean counts of a pattern (the issue's guess).
+        mode_fractions: the beam's incoherent modes and their shares of the power
+            (`coherent_modes`); one mode (the default) is a coherent beam.
+        position_error_px: standard deviation (object pixels, per axis) of random errors of
+            the positions in the file: the patterns are measured at the true positions, kept
+            in ``metadata["true_positions_m"]``.
     """
     rng = np.random.default_rng(seed)
     probe = make_probe(probe_kind, n, sigma_px, seed=seed + 1, defocus_rad=defocus_rad) * np.sqrt(
         photons
     )
     step = half_power_diameter_px(probe) * (1 - overlap)
+    modes = coherent_modes(probe, mode_fractions)
     positions = fermat_positions_px(n_positions, step)
-    margin = n // 2 + 3
+    errors = rng.normal(0.0, position_error_px, positions.shape) if position_error_px else 0.0
+    margin = n // 2 + 3 + int(np.ceil(4 * position_error_px))
     lo = positions.min(axis=0) - margin
     size = np.ceil(positions.max(axis=0) - lo + margin + 2).astype(int)
     obj = make_object((int(size[0]), int(size[1])), max_phase_rad, seed=seed + 2)
-    px = positions - lo  # beam centres in object pixels
+    px = positions - lo  # beam centres in object pixels (what the file says)
+    true_px = px + errors  # where the beam was
     patterns = np.empty((n_positions, n, n), np.float32)
     grid = np.fft.fftfreq(n)
-    for i, (y, x) in enumerate(px):
+    spectra = np.fft.fft2(np.fft.ifftshift(modes, axes=(-2, -1)))
+    for i, (y, x) in enumerate(true_px):
         r0, c0 = int(np.floor(y)) - n // 2, int(np.floor(x)) - n // 2
         fy, fx = y - np.floor(y), x - np.floor(x)
         ramp = np.exp(-2j * np.pi * (grid[:, None] * fy + grid[None, :] * fx))
-        shifted = np.fft.ifft2(np.fft.fft2(np.fft.ifftshift(probe)) * ramp)
-        exit_wave = np.fft.fftshift(shifted) * obj[r0 : r0 + n, c0 : c0 + n]
-        expected = np.abs(_far(exit_wave)) ** 2
+        shifted = np.fft.ifft2(spectra * ramp)
+        exit_waves = np.fft.fftshift(shifted, axes=(-2, -1)) * obj[r0 : r0 + n, c0 : c0 + n]
+        expected = np.sum(np.abs(_far(exit_waves)) ** 2, axis=0)
         patterns[i] = rng.poisson(expected)
     pixel = pixel_size_m(n)
     mean_counts = float(patterns.sum(axis=(1, 2)).mean())
@@ -185,5 +224,9 @@ def simulate(
         detector_pixel_size_m=DETECTOR_PIXEL_M,
         probe=guess,
         ground_truth=ComplexImage(obj.astype(np.complex64), pixel, (0.0, 0.0)),
-        metadata={"true_probe_kind": probe_kind, "overlap": overlap},
-    ), probe
+        metadata={
+            "true_probe_kind": probe_kind,
+            "overlap": overlap,
+            "true_positions_m": (true_px * pixel).tolist(),
+        },
+    ), (probe if len(mode_fractions) == 1 else modes)

@@ -35,7 +35,14 @@ def _non_negative_int(text: str) -> int:
 
 def build_options(args: argparse.Namespace):
     """The option dataclass the arguments describe (raises ValueError on bad combinations)."""
-    from ..recon import APOptions, EPIEOptions, ObjectOptions, ProbeOptions, SyncOptions
+    from ..recon import (
+        APOptions,
+        EPIEOptions,
+        ObjectOptions,
+        PositionOptions,
+        ProbeOptions,
+        SyncOptions,
+    )
 
     probe = ProbeOptions(
         update=not args.fixed_probe,
@@ -44,9 +51,25 @@ def build_options(args: argparse.Namespace):
     )
     if args.trial_iterations is not None:
         probe.trial_iterations = args.trial_iterations
+    if args.probe_modes is not None:
+        probe.modes = args.probe_modes
+    obj = ObjectOptions()
+    if args.regularisation is not None:
+        obj.regularisation = args.regularisation
+    positions = PositionOptions(correct=args.correct_positions)
+    if args.position_start is not None:
+        positions.start_iteration = args.position_start
+    if args.position_max_shift is not None:
+        positions.max_shift_px = args.position_max_shift
+    if args.algorithm != "epie" and (
+        args.correct_positions
+        or args.position_start is not None
+        or args.position_max_shift is not None
+    ):
+        raise ValueError("--correct-positions and its options apply to --algorithm epie")
     common = dict(
         iterations=args.iterations,
-        object=ObjectOptions(),
+        object=obj,
         probe=probe,
         device=args.device,
         seed=args.seed,
@@ -58,7 +81,12 @@ def build_options(args: argparse.Namespace):
                 "--sync-every applies to --algorithm ap (ePIE keeps no set of frames to "
                 "synchronise)"
             )
-        options = EPIEOptions(batch_size=args.batch_size, shuffle=not args.fixed_order, **common)
+        options = EPIEOptions(
+            batch_size=args.batch_size,
+            shuffle=not args.fixed_order,
+            positions=positions,
+            **common,
+        )
     else:
         options = APOptions(sync=SyncOptions(every=args.sync_every), **common)
     options.validate()
@@ -152,9 +180,13 @@ def run(args: argparse.Namespace) -> int:
         "seconds": round(task.seconds, 3),
         "patterns_per_s": round(task.patterns_per_second, 1),
         "probe_source": task.probe_source,
+        "probe_modes": task.n_modes,
     }
     if initial_object is not None:
         summary["initial_object"] = str(args.initial_object)
+    run_info = result.settings["run"]
+    if "position_correction_rms_px" in run_info:
+        summary["position_correction_rms_px"] = round(run_info["position_correction_rms_px"], 4)
     if assessment is not None:
         summary["assessment_passed"] = assessment["passed"]
     print(json.dumps(summary))
@@ -213,6 +245,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="ePIE: iterations of the trial of candidate probe starts (the file's and probes "
         "built from the data) before the best is kept; 0 keeps the given start (default: "
         "ProbeOptions.trial_iterations)",
+    )
+    parser.add_argument(
+        "--probe-modes",
+        type=_positive_int,
+        help="ePIE: mutually incoherent probe modes (partial coherence); written to the CXI "
+        "probe as (M, H, W) (default: ProbeOptions.modes, 1)",
+    )
+    parser.add_argument(
+        "--regularisation",
+        type=float,
+        help="ePIE object step: 1 is the classic ePIE step (divided by the batch's peak "
+        "illumination), smaller values the rPIE-style regularised step (default: "
+        "ObjectOptions.regularisation)",
+    )
+    parser.add_argument(
+        "--correct-positions",
+        action="store_true",
+        help="ePIE: refine the scan positions (pty-chi's gradient method, bounded steps); the "
+        "refined positions go into the output's /entry_1/image_1/translation",
+    )
+    parser.add_argument(
+        "--position-start",
+        type=_non_negative_int,
+        help="--correct-positions: first iteration that moves positions (default: "
+        "PositionOptions.start_iteration)",
+    )
+    parser.add_argument(
+        "--position-max-shift",
+        type=float,
+        help="--correct-positions: largest correction of a coordinate, in object pixels "
+        "(default: PositionOptions.max_shift_px)",
     )
     parser.add_argument(
         "--assess",

@@ -3,10 +3,11 @@
 Holds the option dataclasses (`options`), input checks and grid layout (`prepare`), torch
 building blocks (`ops`), the steppable engines (`task`, `epie`, `ap`), the front door
 (`api.reconstruct`, `api.make_task`), phase synchronisation of overlapping frames
-(`phase_sync`, pure numpy/scipy, reused by the live stitcher), quality checks against a ground
-truth (`quality`), the ground-truth-free assessment that decides whether a reconstruction may
-become labels (`assessment`), the summary figure (`figure`), a stitched network image
-resampled as the starting object (`seed`) and ePIE started from it (`refine`). A diverged run raises
+(`phase_sync`, pure numpy/scipy, reused by the live stitcher), mixed-state probe modes
+(`modes`), quality checks against a ground truth (`quality`), the ground-truth-free assessment
+that decides whether a reconstruction may become labels (`assessment`), the summary figure
+(`figure`), a stitched network image resampled as the starting object (`seed`) and ePIE started
+from it (`refine`). A diverged run raises
 `ReconstructionDiverged` instead of returning. The same code runs on CPU and CUDA by the
 ``device`` option. May import `geometry`, `dataset`, `metrics` and `sim.forward`; knows nothing
 of bluesky, devices, plans or callbacks.
@@ -22,6 +23,7 @@ _LAZY = {
     "DivergenceOptions": ".options",
     "EPIEOptions": ".options",
     "ObjectOptions": ".options",
+    "PositionOptions": ".options",
     "ProbeOptions": ".options",
     "SyncOptions": ".options",
     "options_from_dict": ".options",
@@ -40,6 +42,7 @@ __all__ = [
     "EPIEOptions",
     "EPIETask",
     "ObjectOptions",
+    "PositionOptions",
     "ProbeOptions",
     "ReconstructionDiverged",
     "ReconstructionTask",

@@ -10,7 +10,8 @@ State: the object O. One iteration, batched over all N frames z_k (exit waves):
 5. optionally P = sum_k S_k^-1[conj(O_k) z_k] / sum_k |O_k|^2  (probe solve, from
    ``probe.start_iteration``)
 
-Q_k is the probe moved by frame k's sub-pixel offset. Frames are processed in chunks so that
+Q_k is the probe moved by frame k's sub-pixel offset. One probe mode (the task's probe is
+(1, H, W)); no position correction. Frames are processed in chunks so that
 memory stays bounded; the error of an iteration is the misfit of step 2.
 """
 
@@ -70,10 +71,10 @@ class APTask(ReconstructionTask):
         for start in range(0, n, self.chunk):
             frames = self._all[start : start + self.chunk]
             if self.subpixel:
-                probes = self.shifted_probes(frames, spectrum)
+                probes = self.shifted_probes(frames, spectrum)[:, 0]
                 self._probes[start : start + frames.shape[0]] = probes
             else:
-                probes = self.probe.expand(frames.shape[0], *self.frame_shape)
+                probes = self.probe[0].expand(frames.shape[0], *self.frame_shape)
             ops.scatter_add(
                 self.weight, self._window(start, frames.shape[0]), ops.intensity(probes)
             )
@@ -82,7 +83,7 @@ class APTask(ReconstructionTask):
     def _probes_of(self, start: int, count: int) -> torch.Tensor:
         if self.subpixel:
             return self._probes[start : start + count]
-        return self.probe.expand(count, *self.frame_shape)
+        return self.probe[0].expand(count, *self.frame_shape)
 
     # ---- one iteration ------------------------------------------------------------------------
     def _iterate(self) -> float:
@@ -120,17 +121,17 @@ class APTask(ReconstructionTask):
     def _solve_probe(self) -> None:
         n = self.scan.n_frames
         flat = self.object.view(-1)
-        numerator = torch.zeros_like(self.probe)
+        numerator = torch.zeros_like(self.probe[0])
         denominator = torch.zeros(self.frame_shape, dtype=torch.float32, device=self.device)
         for start in range(0, n, self.chunk):
             frames = self._all[start : start + self.chunk]
             patches = ops.gather(flat, self._window(start, frames.shape[0]), self.frame_shape)
             z = self.frames[start : start + frames.shape[0]]
             contribution = patches.conj() * z
-            numerator += self.unshift_sum(frames, contribution)
+            numerator += self.unshift_sum(frames, contribution.unsqueeze(1))[0]
             denominator += ops.intensity(patches).sum(0)
         floor = denominator.max() * 1e-6
-        self.probe.copy_(numerator / (denominator + floor))
+        self.probe[0].copy_(numerator / (denominator + floor))
         self._probe_counter += 1
 
     # ---- phase synchronisation ----------------------------------------------------------------
@@ -150,7 +151,7 @@ class APTask(ReconstructionTask):
         norms = torch.linalg.vector_norm(self.frames.reshape(n, -1), dim=1)
         mask = None
         if sync.support_threshold > 0:
-            q = ops.intensity(self.probe)
+            q = ops.intensity(self.probe[0])
             mask = (q >= sync.support_threshold * q.max()).cpu().numpy()
         gram = overlap_gramian(
             contributions.cpu().numpy(),

@@ -157,11 +157,24 @@ def _frozen_task(
 
     frozen = EPIEOptions(
         iterations=0,
-        probe=ProbeOptions(update=False, rescale_to_data=False, trial_iterations=0),
+        probe=ProbeOptions(
+            update=False,
+            rescale_to_data=False,
+            trial_iterations=0,
+            modes=1 if np.ndim(probe) == 2 else int(np.shape(probe)[0]),
+        ),
         subpixel=options.subpixel,
         device=options.device,
     )
     return make_task(dataset, frozen, initial_object=obj, initial_probe=probe)
+
+
+def _at_positions(dataset: PtychoDataset, reconstruction: Reconstruction) -> PtychoDataset:
+    """The scan at the reconstruction's (possibly refined) positions."""
+    positions = reconstruction.positions_m
+    if positions is None or np.shape(positions) != np.shape(dataset.positions_m):
+        return dataset
+    return dataclasses.replace(dataset, positions_m=np.asarray(positions, dtype=np.float64))
 
 
 def _half(dataset: PtychoDataset, parity: int) -> PtychoDataset:
@@ -200,6 +213,12 @@ def half_scan_frc(
         grid_image.origin_m,
     )
     objects, masks = [], []
+    dataset = _at_positions(dataset, reconstruction)
+    if getattr(options, "positions", None) is not None and options.positions.correct:
+        # the halves use the full result's refined positions as they are
+        options = dataclasses.replace(
+            options, positions=dataclasses.replace(options.positions, correct=False)
+        )
     for parity in (0, 1):
         half = _half(dataset, parity)
         result = reconstruct(half, options, initial_object=free, initial_probe=reconstruction.probe)
@@ -259,7 +278,7 @@ def assess_reconstruction(
     if reconstruction.probe is None:
         raise ValueError("the reconstruction has no probe: nothing to judge the data with")
     probe = np.asarray(reconstruction.probe)
-    probe = probe[0] if probe.ndim == 3 else probe
+    dataset = _at_positions(dataset, reconstruction)
     task = _frozen_task(dataset, options, reconstruction.object, probe)
     data_error, floor = task.data_error()
     ratio = data_error / floor if floor > 0 else math.inf

@@ -100,16 +100,28 @@ def modulus_correct_(
     returned scalar is the sum over valid pixels of (|spectrum| - amplitude)^2 (photons).
     Written for few passes over memory: ``(a - |s|) / |s| * s`` is the correction.
 
+    With probe modes (a 4-D ``spectrum``) the modulus is the incoherent sum over the modes,
+    sqrt(sum_m |s_m|^2), and every mode is scaled by the same factor (the modal projection of
+    Thibault & Menzel 2013).
+
     Args:
-        spectrum: (B, H, W) complex far fields (unshifted layout).
+        spectrum: (B, H, W) complex far fields, or (B, M, H, W) for M probe modes
+            (unshifted layout).
         amplitudes: (B, H, W) measured sqrt(counts) (unshifted layout).
         valid: (H, W) bool of measured pixels, or None when all are measured.
     """
-    mod = spectrum.abs()
+    modal = spectrum.dim() == 4
+    if not modal:
+        mod = spectrum.abs()
+    elif spectrum.shape[1] == 1:
+        mod = spectrum[:, 0].abs()
+    else:
+        mod = intensity(spectrum).sum(1).sqrt_()
     residual = amplitudes - mod
     if valid is not None:
         residual = residual * valid
     flat = residual.reshape(-1)
     misfit = torch.dot(flat, flat)
-    spectrum.mul_(residual.div_(mod.add_(EPS)))
+    factor = residual.div_(mod.add_(EPS))
+    spectrum.mul_(factor.unsqueeze(1) if modal else factor)
     return misfit

@@ -31,7 +31,8 @@ class PreparedScan:
         grid: the object grid (pixel size in metres, origin (y, x) m of pixel [0, 0], shape).
         corners: (N, 2) int64 (row, col) of each window's pixel [0, 0] on the object grid.
         offsets: (N, 2) float64 sub-pixel offsets of the beam from the window centre (pixels).
-        probe: (H, W) complex64 initial probe in sqrt(photons) per pixel, centred.
+        probe: (H, W) complex64 initial probe in sqrt(photons) per pixel, centred, or
+            (M, H, W) modes when a mixed-state probe was given (the task adds or drops modes).
         object: (R, C) complex64 initial object on ``grid``.
         positions_m: (N, 2) (y, x) beam positions in metres.
         mean_counts: mean total counts of a pattern (photons).
@@ -301,8 +302,11 @@ def prepare(
         probe = np.asarray(probe)
         if probe.ndim == 3 and probe.shape[0] == 1:
             probe = probe[0]
-        if probe.shape != (h, w):
-            raise ValueError(f"probe shape {probe.shape} does not match the patterns' {(h, w)}")
+        if probe.ndim not in (2, 3) or probe.shape[-2:] != (h, w) or probe.shape[0] == 0:
+            raise ValueError(
+                f"probe shape {probe.shape} does not match the patterns' {(h, w)} (a probe is "
+                "(H, W), or (M, H, W) for M modes)"
+            )
         if not np.all(np.isfinite(probe)):
             raise ValueError("the probe holds NaN or infinite values")
         if not np.any(probe):

@@ -54,12 +54,12 @@ def illuminated_mask(
 ) -> np.ndarray:
     """Bool mask of ``like``'s grid where the summed probe intensity exceeds ``threshold`` x max."""
     probe = np.asarray(probe)
-    if probe.ndim == 3:
-        probe = probe[0]
-    h, w = probe.shape
+    intensity = np.abs(probe) ** 2
+    if intensity.ndim == 3:  # probe modes: their intensities add
+        intensity = intensity.sum(axis=0)
+    h, w = intensity.shape
     corners, _ = patch_corners(like.grid.to_pixels(positions_m), (h, w))
     total = np.zeros(like.array.shape)
-    intensity = np.abs(probe) ** 2
     for r, c in corners:
         r0, c0 = max(r, 0), max(c, 0)
         r1, c1 = min(r + h, total.shape[0]), min(c + w, total.shape[1])

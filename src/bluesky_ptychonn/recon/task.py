@@ -18,8 +18,10 @@ import numpy as np
 import torch
 
 from ..dataset import ComplexImage, PtychoDataset, Reconstruction
+from ..geometry import patch_corners
 from . import ops
-from .options import APOptions, EPIEOptions, options_to_dict
+from .modes import initial_modes, orthogonalise_modes
+from .options import APOptions, EPIEOptions, PositionOptions, options_to_dict
 from .prepare import ASSUMED_OVERLAP, PreparedScan, prepare, probe_from_data
 
 ILLUMINATED_FRACTION = 0.1
@@ -90,7 +92,10 @@ class ReconstructionTask:
         options: the option set it runs with.
         scan: the prepared (validated) data.
         device: the torch device.
-        object, probe: current estimates as torch tensors ((R, C) and (H, W) complex64).
+        object, probe: current estimates as torch tensors ((R, C) and (M, H, W) complex64,
+            M the number of probe modes, `ProbeOptions.modes`).
+        positions_px: (N, 2) float64 (row, col) beam positions on the object grid (pixels),
+            refined when `PositionOptions.correct` is on; ``nominal_px`` the data's.
         error_history: one value per finished iteration: sum (|Psi| - sqrt(I))^2 / sum I over
             valid pixels (dimensionless normalised amplitude misfit).
         iteration: iterations done.
@@ -124,17 +129,23 @@ class ReconstructionTask:
         self.data_power = float((self.amplitudes.square() * self.valid).sum())
         self.corners = torch.from_numpy(scan.corners).to(dev)
         self.offsets = torch.from_numpy(scan.offsets).to(dev)
-        self.subpixel = bool(options.subpixel) and bool(
-            np.abs(scan.offsets).max() > SUBPIXEL_TOL_PX
+        self.nominal_px = scan.grid.to_pixels(scan.positions_m)
+        self.positions_px = self.nominal_px.copy()
+        self.position_options: PositionOptions | None = getattr(options, "positions", None)
+        correcting = self.position_options is not None and self.position_options.correct
+        self.subpixel = bool(options.subpixel) and (
+            correcting or bool(np.abs(scan.offsets).max() > SUBPIXEL_TOL_PX)
         )
         self._ramps: torch.Tensor | None = None
         self._ramps_conj: torch.Tensor | None = None
-        if self.subpixel and scan.amplitudes.size <= RAMP_CACHE_ELEMENTS:
-            self._ramps = ops.shift_ramps(self.offsets, self.frame_shape)
-            self._ramps_conj = self._ramps.conj().resolve_conj()
+        self._cache_ramps()
+        self._position_steps: torch.Tensor | None = None  # this iteration's moves (N, 2) px
         self.all_valid = bool(scan.valid.all())
         self.object = torch.from_numpy(scan.object.copy()).to(dev)
-        self.probe = torch.from_numpy(scan.probe.copy()).to(dev)
+        self.n_modes = int(options.probe.modes)
+        self.probe = torch.from_numpy(
+            initial_modes(scan.probe, self.n_modes, options.probe.mode_power)
+        ).to(dev)
         self.initial_probe_power = float(np.sum(np.abs(scan.probe) ** 2))
         self.target_power = (
             options.probe.power_photons
@@ -159,6 +170,12 @@ class ReconstructionTask:
         """(B, H*W) flat object indices of the windows of frames ``frames`` (B,) int64."""
         return ops.window_indices(self.corners[frames], self.frame_shape, self.object_shape[1])
 
+    def _cache_ramps(self) -> None:
+        self._ramps = self._ramps_conj = None
+        if self.subpixel and self.scan.amplitudes.size <= RAMP_CACHE_ELEMENTS:
+            self._ramps = ops.shift_ramps(self.offsets, self.frame_shape)
+            self._ramps_conj = self._ramps.conj().resolve_conj()
+
     def ramps(self, frames: torch.Tensor, conj: bool = False) -> torch.Tensor:
         """(B, H, W) sub-pixel shift ramps (or their conjugates) of frames ``frames``."""
         cache = self._ramps_conj if conj else self._ramps
@@ -168,18 +185,78 @@ class ReconstructionTask:
         return ramps.conj().resolve_conj() if conj else ramps
 
     def shifted_probes(self, frames: torch.Tensor, probe_spectrum: torch.Tensor | None = None):
-        """(B, H, W) probes moved by each frame's sub-pixel offset (or the probe, broadcast)."""
+        """(B, M, H, W) probe modes moved by each frame's sub-pixel offset (or broadcast)."""
         if not self.subpixel:
-            return self.probe.expand(frames.shape[0], *self.frame_shape)
+            return self.probe.expand(frames.shape[0], *self.probe.shape)
         if probe_spectrum is None:
             probe_spectrum = ops.fft2(self.probe)
-        return ops.ifft2(self.ramps(frames).mul_(probe_spectrum))
+        return ops.ifft2(self.ramps(frames).unsqueeze(1).mul(probe_spectrum))
 
     def unshift_sum(self, frames: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
-        """Sum over the batch of (B, H, W) probe-frame updates moved back to the probe frame."""
+        """Sum over the batch of (B, M, H, W) probe-frame updates moved back to the probe frame.
+
+        Returns (M, H, W).
+        """
         if not self.subpixel:
             return updates.sum(0)
-        return ops.ifft2(ops.fft2(updates).mul_(self.ramps(frames, conj=True)).sum(0))
+        ramps = self.ramps(frames, conj=True).unsqueeze(1)
+        return ops.ifft2(ops.fft2(updates).mul_(ramps).sum(0))
+
+    def positions_update_allowed(self) -> bool:
+        """Whether this iteration refines the positions (`PositionOptions`)."""
+        p = self.position_options
+        return (
+            p is not None
+            and p.correct
+            and self._trial is None
+            and not self._trial_wanted()
+            and self.iteration >= p.start_iteration
+        )
+
+    def add_position_steps(self, frames: torch.Tensor, steps: torch.Tensor) -> None:
+        """Record (B, 2) least-squares position moves (pixels) of ``frames`` this iteration."""
+        if self._position_steps is None:
+            self._position_steps = torch.zeros(
+                (self.scan.n_frames, 2), dtype=torch.float64, device=self.device
+            )
+        self._position_steps.index_copy_(0, frames, steps.to(torch.float64))
+
+    def _apply_position_steps(self) -> None:
+        """Move the positions by the iteration's steps, within the bounds of the options."""
+        steps, self._position_steps = self._position_steps, None
+        p = self.position_options
+        if steps is None or p is None:
+            return
+        d = p.step_size * np.nan_to_num(steps.cpu().numpy())
+        limit = np.full(2, p.max_step_px)
+        if p.mad_clip > 0:
+            mad = np.mean(np.abs(d - d.mean(axis=0)), axis=0)
+            limit = np.minimum(limit, p.mad_clip * mad)
+        d = np.clip(d, -limit, limit)
+        shift = self.positions_px + d - self.nominal_px
+        shift -= shift.mean(axis=0)  # a common shift is the object's, not information
+        shift = np.clip(shift, -p.max_shift_px, p.max_shift_px)
+        h, w = self.frame_shape
+        low = np.array([h // 2, w // 2], dtype=np.float64)
+        high = np.array(
+            [self.object_shape[0] - h + h // 2, self.object_shape[1] - w + w // 2],
+            dtype=np.float64,
+        )
+        self.set_positions_px(np.clip(self.nominal_px + shift, low, high))
+
+    def set_positions_px(self, positions_px: np.ndarray) -> None:
+        """Put the beam at (N, 2) (row, col) object-grid pixels (windows must stay inside)."""
+        positions_px = np.asarray(positions_px, dtype=np.float64)
+        corners, offsets = patch_corners(positions_px, self.frame_shape)
+        self.positions_px = positions_px
+        self.corners = torch.from_numpy(corners).to(self.device)
+        self.offsets = torch.from_numpy(offsets).to(self.device)
+        self._cache_ramps()
+        self._corner_spectrum = None
+        self._positions_changed()
+
+    def _positions_changed(self) -> None:
+        """Hook run after the positions moved (engines that cache windows refresh)."""
 
     def probes_update_allowed(self) -> bool:
         p = self.options.probe
@@ -201,7 +278,7 @@ class ReconstructionTask:
             self._corner_spectrum = torch.fft.rfft2(counts)
         kernel = torch.zeros(shape, dtype=torch.float32, device=self.device)
         h, w = self.frame_shape
-        kernel[:h, :w] = ops.intensity(self.probe)
+        kernel[:h, :w] = ops.intensity(self.probe).sum(0)
         out = torch.fft.irfft2(torch.fft.rfft2(kernel) * self._corner_spectrum, s=shape)
         return out.clamp_(min=0.0)
 
@@ -228,7 +305,7 @@ class ReconstructionTask:
 
     def _centre_probe(self) -> None:
         """Move probe and object by whole pixels so the probe's centre of mass is centred."""
-        intensity = ops.intensity(self.probe)
+        intensity = ops.intensity(self.probe).sum(0)
         total = float(intensity.sum())
         if not total > 0:
             return
@@ -241,7 +318,7 @@ class ReconstructionTask:
         if shift == (0, 0) or not (math.isfinite(com_row) and math.isfinite(com_col)):
             return
         back = (-shift[0], -shift[1])
-        self.probe.copy_(torch.roll(self.probe, back, dims=(0, 1)))
+        self.probe.copy_(torch.roll(self.probe, back, dims=(-2, -1)))
         self.object.copy_(torch.roll(self.object, back, dims=(0, 1)))
         self._probe_changed()
 
@@ -262,6 +339,9 @@ class ReconstructionTask:
         """The constraints applied after every iteration (see the options)."""
         opts = self.options
         probe_refined = self.probes_update_allowed()
+        if probe_refined and self.n_modes > 1 and opts.probe.orthogonalise:
+            self.probe = orthogonalise_modes(self.probe)
+            self._probe_changed()
         if probe_refined and opts.probe.centre:
             self._centre_probe()
         if opts.probe.power_constraint:
@@ -292,7 +372,13 @@ class ReconstructionTask:
                     _Candidate(
                         name,
                         self.object.clone(),
-                        torch.from_numpy(np.ascontiguousarray(array)).to(self.device),
+                        torch.from_numpy(
+                            initial_modes(
+                                np.ascontiguousarray(array),
+                                self.n_modes,
+                                self.options.probe.mode_power,
+                            )
+                        ).to(self.device),
                     )
                 )
         return out
@@ -392,8 +478,8 @@ class ReconstructionTask:
         for start in range(0, frames_all.shape[0], chunk):
             frames = frames_all[start : start + chunk]
             patches = ops.gather(flat, self.window_index(frames), self.frame_shape)
-            far = ops.fft2(patches * self.shifted_probes(frames, spectrum))
-            expected = poisson_amplitude_misfit(ops.intensity(far).cpu().numpy())
+            far = ops.fft2(patches.unsqueeze(1) * self.shifted_probes(frames, spectrum))
+            expected = poisson_amplitude_misfit(ops.intensity(far).sum(1).cpu().numpy())
             if valid is not None:
                 expected = expected * ops.unshifted(self.scan.valid)[None]
             floor += float(expected.sum())
@@ -437,6 +523,7 @@ class ReconstructionTask:
         else:
             misfit = self._iterate()
             self._constrain()
+            self._apply_position_steps()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.seconds += time.perf_counter() - start
@@ -476,7 +563,16 @@ class ReconstructionTask:
         return self.object.detach().cpu().numpy().copy()
 
     def probe_array(self) -> np.ndarray:
-        return self.probe.detach().cpu().numpy().copy()
+        """(H, W) probe, or (M, H, W) modes sorted by power when M > 1 (sqrt(photons))."""
+        probe = self.probe.detach().cpu().numpy().copy()
+        return probe[0] if self.n_modes == 1 else probe
+
+    @property
+    def positions_m(self) -> np.ndarray:
+        """(N, 2) (y, x) beam positions in metres: the data's, or the refined ones."""
+        if np.array_equal(self.positions_px, self.nominal_px):
+            return self.scan.positions_m.copy()
+        return self.scan.grid.to_metres(self.positions_px)
 
     def settings(self) -> dict[str, Any]:
         settings = options_to_dict(self.options)
@@ -488,7 +584,15 @@ class ReconstructionTask:
             "probe_trial_errors": dict(self.trial_errors),
             "subpixel_used": self.subpixel,
             "n_patterns": self.scan.n_frames,
+            "probe_modes": self.n_modes,
+            "mode_powers": [float(v) for v in ops.intensity(self.probe).sum((-2, -1)).cpu()],
         }
+        if self.position_options is not None and self.position_options.correct:
+            shift = self.positions_px - self.nominal_px
+            settings["run"]["position_correction_rms_px"] = float(
+                np.sqrt(np.mean(np.sum(shift**2, axis=1)))
+            )
+            settings["run"]["position_correction_max_px"] = float(np.abs(shift).max())
         return settings
 
     def result(self) -> Reconstruction:
@@ -497,7 +601,7 @@ class ReconstructionTask:
         return Reconstruction(
             object=ComplexImage(self.object_array(), grid.pixel_size_m, grid.origin_m),
             probe=self.probe_array(),
-            positions_m=self.scan.positions_m.copy(),
+            positions_m=self.positions_m,
             error_history=np.asarray(self.error_history),
             algorithm=self.options.algorithm,
             settings=self.settings(),
