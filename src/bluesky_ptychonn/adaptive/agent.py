@@ -28,6 +28,8 @@ from .strategies import uniform_grid
 POSITION_KEYS = ("beam_y_m", "beam_x_m")
 STRUCTURE_KEY = "structure_rad_per_m"
 UNCERTAINTY_KEY = "uncertainty_rad"
+SCORE_TERMS = ("unmeasured_fraction", "explore_term", "structure_term", "uncertainty_term",
+               "travel_cost")  # every suggestion carries them (0 for survey and hand-made)
 MOSAIC_WEIGHT_FLOOR = 0.05  # mosaic pixels with less than this share of the peak weight: unknown
 
 
@@ -227,7 +229,8 @@ class MosaicAgent:
         travel = 0.0 if self.last_position_m is None else math.hypot(
             y - self.last_position_m[0], x - self.last_position_m[1])  # fmt: skip
         suggestion = {"_id": key, "beam_y_m": float(y), "beam_x_m": float(x),
-                      "reason": reason, "score": float(score), **terms,
+                      "reason": reason, "score": float(score),
+                      **{k: float(terms.get(k, 0.0)) for k in SCORE_TERMS},
                       "travel_m": float(travel)}  # fmt: skip
         self.pending[key] = dict(suggestion)
         self.map.mark(y, x)

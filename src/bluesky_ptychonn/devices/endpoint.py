@@ -158,11 +158,11 @@ class InferenceEndpoint(Device):
         self.model_version.put(status["model_version"])
         self.backend.put(f"{status['backend']}-{status['precision']}-{status['device']}")
         run = status.get("run", {})
-        if run.get("run_uid") and run["run_uid"] == self.stream_id.get():
+        if self._listening.is_set():  # frames of another sender (pva-ingest): counted here
+            self.frames_inferred.put(self._external_inferred)
+        elif run.get("run_uid") and run["run_uid"] == self.stream_id.get():
             self.frames_inferred.put(int(run["inferred"]))
             self.frames_rejected.put(int(run["rejected"]) + int(run["dropped"]))
-        elif self._listening.is_set():  # frames of another sender (pva-ingest): counted here
-            self.frames_inferred.put(self._external_inferred)
         self.rate_fps.put(float(status["rate_fps"]))
         self.queue_depth.put(int(status["queue_depth"]))
         self.latency_p99_ms.put(float(status["latency_p99_ms"]))

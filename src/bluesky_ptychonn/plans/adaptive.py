@@ -142,6 +142,8 @@ def adaptive_scan(
     bluesky_ptychonn.adaptive.MosaicAgent, adaptive_problem, spiral_scan
     """
     stage = check_stage(stage)
+    if not isinstance(endpoint, InferenceEndpoint):
+        raise TypeError(f"the endpoint must be an InferenceEndpoint, got {type(endpoint).__name__}")
     beam = resolve_beam_size(stage, beam_size_m)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
