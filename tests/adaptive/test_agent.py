@@ -156,3 +156,17 @@ def test_suggest_of_64_points_is_timed():
     t0 = time.perf_counter()
     assert len(a.suggest(64)) == 64
     print(f"suggest(64): {(time.perf_counter() - t0) * 1e3:.0f} ms")  # measured, not asserted
+
+
+def test_the_incremental_unmeasured_update_equals_the_full_recompute():
+    from bluesky_ptychonn.adaptive import scoring
+    from bluesky_ptychonn.adaptive.maps import RegionMap
+
+    m = RegionMap(REGION, 0.1e-6, 0.6e-6)
+    unmeasured = scoring.unmeasured_fraction(m.covered, m.footprint)
+    rng = np.random.default_rng(1)
+    for y, x in rng.uniform(-2e-6, 2e-6, (30, 2)):
+        m.mark(y, x)
+        scoring.update_unmeasured(unmeasured, m.covered, m.footprint, *m.grid.to_cell(y, x))
+    np.testing.assert_allclose(unmeasured, scoring.unmeasured_fraction(m.covered, m.footprint))
+    assert 0 < unmeasured.mean() < 1

@@ -30,7 +30,8 @@ STRUCTURE_KEY = "structure_rad_per_m"
 UNCERTAINTY_KEY = "uncertainty_rad"
 SCORE_TERMS = ("unmeasured_fraction", "explore_term", "structure_term", "uncertainty_term",
                "travel_cost")  # every suggestion carries them (0 for survey and hand-made)
-MOSAIC_WEIGHT_FLOOR = 0.05  # mosaic pixels with less than this share of the peak weight: unknown
+MOSAIC_WEIGHT_FLOOR = 0.05
+SURVEY_SPACING = 1.5  # survey points at least this many footprint widths apart  # mosaic pixels with less than this share of the peak weight: unknown
 
 
 class MosaicAgent:
@@ -211,6 +212,9 @@ class MosaicAgent:
         if o.mode != ScanMode.NO_OVERLAP or o.survey_fraction <= 0:
             return []
         n = int(round(o.survey_fraction * o.max_points))
+        y0, y1, x0, x1 = o.region_m
+        # a survey no denser than SURVEY_SPACING footprints, so that its gaps can be filled
+        n = min(n, int((y1 - y0) * (x1 - x0) / (SURVEY_SPACING * o.footprint) ** 2))
         if n < 1:
             return []
         pts = uniform_grid(o.region_m, n)
@@ -243,36 +247,39 @@ class MosaicAgent:
         uncertainty = scoring.predicted(m.uncertainty_sum, m.uncertainty_weight, self.sigma_cells)
         cy, cx = m.grid.centres_m
         out = []
+        unmeasured = scoring.unmeasured_fraction(m.covered, m.footprint)
+        value = o.weight_explore + o.weight_structure * structure + o.weight_uncertainty * uncertainty
         for _ in range(n):
-            unmeasured = scoring.unmeasured_fraction(m.covered, m.footprint)
-            explore = unmeasured * o.weight_explore
-            struct = unmeasured * o.weight_structure * structure
-            uncert = unmeasured * o.weight_uncertainty * uncertainty
-            travel = scoring.travel_m(cy, cx, self.last_position_m)
-            cost = o.travel_cost_per_beam * travel / o.beam_size_m
-            score = explore + struct + uncert - cost + self._jitter
+            gain = unmeasured * value
             ok = scoring.admissible(m.nearest_m, o.beam_size_m, o.mode.value, o.min_overlap,
                                     o.max_overlap, self._min_distance_m)  # fmt: skip
-            score = np.where(ok, score, -np.inf)
-            flat = int(np.argmax(score))
-            best = float(score.flat[flat])
-            if not best > o.stop_score:
+            # the stopping rule looks at the gain alone: a far gap is still worth the trip
+            worth = ok & (gain > o.stop_score)
+            if not worth.any():
+                best = float(gain[ok].max()) if ok.any() else -np.inf
                 self.exhausted_reason = (
-                    "no admissible position is worth measuring: best score "
+                    "no admissible position is worth measuring: best gain "
                     f"{best:.3g} <= stop_score {o.stop_score:g}" if np.isfinite(best)
                     else f"no position left that keeps the {o.mode.value} rule")  # fmt: skip
                 break
+            travel = scoring.travel_m(cy, cx, self.last_position_m)
+            cost = o.travel_cost_per_beam * travel / o.beam_size_m
+            score = np.where(worth, gain - cost + self._jitter, -np.inf)
+            flat = int(np.argmax(score))
             r, c = np.unravel_index(flat, score.shape)
-            terms = {"unmeasured_fraction": float(unmeasured[r, c]),
-                     "explore_term": float(explore[r, c]), "structure_term": float(struct[r, c]),
-                     "uncertainty_term": float(uncert[r, c]), "travel_cost": float(cost[r, c])}  # fmt: skip
+            u = float(unmeasured[r, c])
+            terms = {"unmeasured_fraction": u, "explore_term": u * o.weight_explore,
+                     "structure_term": u * o.weight_structure * float(structure[r, c]),
+                     "uncertainty_term": u * o.weight_uncertainty * float(uncertainty[r, c]),
+                     "travel_cost": float(cost[r, c])}  # fmt: skip
             dominant = max(("explore_term", "structure_term", "uncertainty_term"),
                            key=lambda k: terms[k])  # fmt: skip
             why = {"explore_term": "unmeasured area, no structure known nearby",
                    "structure_term": "phase structure (gradients) measured nearby",
                    "uncertainty_term": "the network is uncertain nearby"}[dominant]  # fmt: skip
             y, x = m.grid.position_m(int(r), int(c))
-            out.append(self._register(y, x, why, best, terms))
+            out.append(self._register(y, x, why, float(gain[r, c] - cost[r, c]), terms))
+            scoring.update_unmeasured(unmeasured, m.covered, m.footprint, int(r), int(c))
         return out
 
     def _rebuild_coverage(self) -> None:

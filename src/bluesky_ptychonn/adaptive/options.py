@@ -33,7 +33,8 @@ class AgentOptions:
             trusted), m (None: the beam size). Coverage is counted in footprints.
         min_spacing: ``no_overlap`` mode: new points keep at least this many footprint widths
             from measured ones (0.87: the hexagonal covering, footprints meet without gaps
-            and overlap only at their cells' corners; 1: footprints never overlap).
+            and overlap only at their cells' corners; 1: footprints never overlap; the default
+            0.5 lets the agent close gaps, and the score's unmeasured share keeps overlap low).
         mode: ``ScanMode`` (or its value).
         min_overlap, max_overlap: overlap ratios ``1 - distance / beam_size`` to the nearest
             measured point that a new point must keep in ``overlap`` mode.
@@ -41,7 +42,8 @@ class AgentOptions:
         dose_budget_photons: the most photons the scan may deposit (None: no dose limit);
             with ``photons_per_point`` it caps the number of points.
         survey_fraction: share of the budget spent first on a uniform coarse grid over the
-            region (``no_overlap`` mode; ``overlap`` mode grows from the first point).
+            region, no denser than 1.5 footprints (``no_overlap`` mode; ``overlap`` mode grows
+            from the first point).
         cell_fraction: map cell size as a fraction of the beam size.
         weight_explore: score of an unmeasured footprint with no structure known around it.
         weight_structure: score per unit of normalised phase structure (gradients) nearby.
@@ -59,13 +61,13 @@ class AgentOptions:
     beam_size_m: float
     budget_points: int
     footprint_m: float | None = None
-    min_spacing: float = 0.6
+    min_spacing: float = 0.5
     mode: ScanMode | str = ScanMode.NO_OVERLAP
     min_overlap: float = 0.3
     max_overlap: float = 0.7
     photons_per_point: float | None = None
     dose_budget_photons: float | None = None
-    survey_fraction: float = 0.3
+    survey_fraction: float = 0.2
     cell_fraction: float = 0.25
     weight_explore: float = 0.25
     weight_structure: float = 1.0

@@ -27,6 +27,21 @@ def unmeasured_fraction(covered: np.ndarray, footprint: np.ndarray) -> np.ndarra
     return ndimage.correlate((~covered).astype(np.float64), kernel, mode="constant", cval=0.0)
 
 
+def update_unmeasured(
+    unmeasured: np.ndarray, covered: np.ndarray, footprint: np.ndarray, row: int, col: int
+) -> None:
+    """Recompute `unmeasured_fraction` in place where a footprint marked at (row, col) can
+    have changed it (a window of two footprint radii), so a batch costs O(batch) windows."""
+    r = footprint.shape[0] // 2
+    rows, cols = covered.shape
+    r0, r1 = max(row - 2 * r, 0), min(row + 2 * r + 1, rows)
+    c0, c1 = max(col - 2 * r, 0), min(col + 2 * r + 1, cols)
+    p0, p1 = max(r0 - r, 0), min(r1 + r, rows)
+    q0, q1 = max(c0 - r, 0), min(c1 + r, cols)
+    window = unmeasured_fraction(covered[p0:p1, q0:q1], footprint)
+    unmeasured[r0:r1, c0:c1] = window[r0 - p0 : r1 - p0, c0 - q0 : c1 - q0]
+
+
 def predicted(total: np.ndarray, weight: np.ndarray, sigma_cells: float) -> np.ndarray:
     """Normalised-convolution prediction of a measured quantity, normalised to its 90th
     percentile and clipped to [0, CLIP]; zeros when nothing was measured."""

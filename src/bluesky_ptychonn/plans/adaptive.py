@@ -89,7 +89,7 @@ def adaptive_scan(
     min_overlap: float = 0.3,
     max_overlap: float = 0.7,
     footprint_m: float | None = None,
-    survey_fraction: float = 0.3,
+    survey_fraction: float = 0.2,
     photons_per_point: float | None = None,
     dose_budget_photons: float | None = None,
     exposure_s: float | None = None,
