@@ -171,6 +171,15 @@ class InferenceEndpoint(Device):
         return status
 
     def _on_result(self, message: Message) -> None:
+        if message.kind == "rejected":  # answered without a phase: readings say so, no wait
+            reason = str((message.extra or {}).get("reason", "rejected"))
+            with self._arrived:
+                for frame in message.frame_ids:
+                    self._by_frame[int(frame)] = {"phase": None, "uncertainty": None,
+                                                  "model_version": "", "position_m": None,
+                                                  "rejected": reason}  # fmt: skip
+                self._arrived.notify_all()
+            return
         if message.kind != "results":
             return
         self.latest_results.append(message)
@@ -213,8 +222,9 @@ class InferenceEndpoint(Device):
             subscriber.close()
 
     def result_for(self, frame_id: int, timeout_s: float | None = None) -> dict[str, Any]:
-        """The endpoint's result for one frame: ``phase`` (H, W) rad, ``uncertainty`` (H, W)
-        rad or None, ``model_version``, ``position_m``; waits up to ``timeout_s`` (default
+        """The endpoint's result for one frame: ``phase`` (H, W) rad (None, with ``rejected``
+        giving the reason, for a frame the endpoint rejected), ``uncertainty`` (H, W) rad or
+        None, ``model_version``, ``position_m``; waits up to ``timeout_s`` (default
         ``result_timeout_s``) and raises `FrameResultTimeoutError` naming the frame."""
         timeout_s = self.result_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout_s
@@ -314,7 +324,13 @@ class InferenceEndpoint(Device):
                 frame = self._await_point_frame()
                 result = self.result_for(frame)
                 self._awaited_frame = frame
-                self._show(frame, result["phase"], result["model_version"])
+                if result["phase"] is None:  # the endpoint rejected this frame (counted)
+                    self.frame_id.put(frame)
+                    for signal in (self.phase_mean, self.phase_std, self.phase_min,
+                                   self.phase_max):  # fmt: skip
+                        signal.put(float("nan"))
+                else:
+                    self._show(frame, result["phase"], result["model_version"])
                 self.refresh()
             except Exception as error:  # noqa: BLE001 - the status carries it to the plan
                 status.set_exception(error)

@@ -61,6 +61,11 @@ def point_outcome(endpoint: InferenceEndpoint, point_id: str, pixel_size_m: floa
     """The agent's outcome for the endpoint's current frame; `LivePhaseError` on garbage."""
     frame = int(endpoint.frame_id.get())
     result = endpoint.result_for(frame)
+    if result["phase"] is None:
+        raise LivePhaseError(
+            f"the endpoint rejected frame {frame} (point {point_id}): {result.get('rejected')}; "
+            "the adaptive scan stops before any further motion"
+        )
     phase = np.asarray(result["phase"], dtype=np.float64)
     if not np.all(np.isfinite(phase)):
         raise LivePhaseError(
