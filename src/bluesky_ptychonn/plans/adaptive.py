@@ -13,7 +13,6 @@ phase that the inference endpoint returns for the points measured so far.
   ends by the agent's stopping rule (one run per step: `acquire_points`).
 """
 
-from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
