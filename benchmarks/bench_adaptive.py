@@ -59,8 +59,9 @@ class Field:
         options = dict(SAMPLE_OPTIONS.get(sample, {}))
         if sample == "image" and image:
             options["image"] = image
-        config = SimBeamlineConfig(sample=sample, field_of_view_m=(field_m, field_m),
-                                   sample_options=options, seed=seed)  # fmt: skip
+        config = SimBeamlineConfig(
+            sample=sample, field_of_view_m=(field_m, field_m), sample_options=options, seed=seed
+        )
         self.beamline = SimBeamline(config)
         self.sample = sample
         self.photons = config.photons
@@ -73,7 +74,6 @@ class Field:
         sample_grid = self.beamline.sample.grid
         r0, c0 = (int(round(v)) for v in sample_grid.to_pixels(np.array([self.grid.origin_m]))[0])
         self.truth = np.exp(1j * np.angle(self.beamline.sample.array[r0 : r0 + n, c0 : c0 + n]))
-        shape = self.beamline.readout_shape
 
     def new_mosaic(self, trust: float) -> Mosaic:
         shape = self.beamline.readout_shape
@@ -111,12 +111,20 @@ def run_fixed(field: Field, positions: np.ndarray, trust: float) -> dict[str, fl
     return field.score(mosaic)
 
 
-def run_adaptive(field: Field, n_points: int, trust: float, batch: int,
-                 seed: int) -> tuple[dict[str, float], MosaicAgent]:  # fmt: skip
-    agent = MosaicAgent(AgentOptions(region_m=field.region_m, beam_size_m=field.beam_m,
-                                     budget_points=n_points, mode="no_overlap",
-                                     footprint_m=field.footprint_m(trust),
-                                     photons_per_point=field.photons, seed=seed))  # fmt: skip
+def run_adaptive(
+    field: Field, n_points: int, trust: float, batch: int, seed: int
+) -> tuple[dict[str, float], MosaicAgent]:
+    agent = MosaicAgent(
+        AgentOptions(
+            region_m=field.region_m,
+            beam_size_m=field.beam_m,
+            budget_points=n_points,
+            mode="no_overlap",
+            footprint_m=field.footprint_m(trust),
+            photons_per_point=field.photons,
+            seed=seed,
+        )
+    )
     mosaic = field.new_mosaic(trust)
     weight = mosaic.weight
     while not agent.should_stop()[0]:
@@ -126,9 +134,12 @@ def run_adaptive(field: Field, n_points: int, trust: float, batch: int,
         positions = field.snap([[s["beam_y_m"], s["beam_x_m"]] for s in suggestions])
         phases = field.phases(positions)
         mosaic.add(phases, None, positions)
-        agent.ingest([{"_id": s["_id"],
-                       "structure_rad_per_m": patch_structure(p, field.pixel_m, weight)}
-                      for s, p in zip(suggestions, phases, strict=True)])  # fmt: skip
+        agent.ingest(
+            [
+                {"_id": s["_id"], "structure_rad_per_m": patch_structure(p, field.pixel_m, weight)}
+                for s, p in zip(suggestions, phases, strict=True)
+            ]
+        )
         agent.observe_mosaic(mosaic.snapshot())
     return field.score(mosaic), agent
 
@@ -140,20 +151,32 @@ def time_suggest(field: Field, trust: float, repeats: int) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     region = (-6e-6, 6e-6, -6e-6, 6e-6)
     for _ in range(repeats):
-        agent = MosaicAgent(AgentOptions(region_m=region, beam_size_m=field.beam_m,
-                                         footprint_m=field.footprint_m(trust),
-                                         budget_points=4096, survey_fraction=82 / 4096))  # fmt: skip
+        agent = MosaicAgent(
+            AgentOptions(
+                region_m=region,
+                beam_size_m=field.beam_m,
+                footprint_m=field.footprint_m(trust),
+                budget_points=4096,
+                survey_fraction=82 / 4096,
+            )
+        )
         survey = agent.suggest(82)
-        agent.ingest([{"_id": p["_id"], "structure_rad_per_m": float(rng.exponential(1e7))}
-                      for p in survey])  # fmt: skip
+        agent.ingest(
+            [{"_id": p["_id"], "structure_rad_per_m": float(rng.exponential(1e7))} for p in survey]
+        )
         t0 = time.perf_counter()
         got = agent.suggest(64)
         times.append((time.perf_counter() - t0) * 1e3)
         if len(got) != 64:
             raise RuntimeError(f"suggest(64) gave {len(got)} points")
-    return {"record": "suggest_timing", "points": 64, "ms_median": float(np.median(times)),
-            "ms_max": float(np.max(times)), "repeats": repeats,
-            "map_cells": int(np.prod(agent.map.grid.shape))}  # fmt: skip
+    return {
+        "record": "suggest_timing",
+        "points": 64,
+        "ms_median": float(np.median(times)),
+        "ms_max": float(np.max(times)),
+        "repeats": repeats,
+        "map_cells": int(np.prod(agent.map.grid.shape)),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,32 +186,55 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", default=None, help="letters | circuit | image | any kind")
     parser.add_argument("--sample-image", default=None, help="grey-level image for --sample image")
     parser.add_argument("--field-um", type=float, default=None, help="field width, um")
-    parser.add_argument("--fractions", default=None,
-                        help="points as fractions of the dense raster's, comma-separated")  # fmt: skip
-    parser.add_argument("--trust", type=float, default=0.1,
-                        help="patch weight below this share of its peak is not trusted")  # fmt: skip
+    parser.add_argument(
+        "--fractions",
+        default=None,
+        help="points as fractions of the dense raster's, comma-separated",
+    )
+    parser.add_argument(
+        "--trust",
+        type=float,
+        default=0.1,
+        help="patch weight below this share of its peak is not trusted",
+    )
     parser.add_argument("--dense-overlap", type=float, default=0.5)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.sample == "image" and args.sample_image and not Path(args.sample_image).is_file():
         parser.error(f"--sample-image {args.sample_image} does not exist")
-    samples = [args.sample] if args.sample else (["letters"] if args.quick else ["letters", "circuit"])
+    samples = (
+        [args.sample] if args.sample else (["letters"] if args.quick else ["letters", "circuit"])
+    )
     field_m = (args.field_um or (5.0 if args.quick else 10.0)) * 1e-6
-    fractions = ([float(f) for f in args.fractions.split(",")] if args.fractions else
-                 ([0.15, 0.3, 0.45] if args.quick else [0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6]))  # fmt: skip
+    fractions = (
+        [float(f) for f in args.fractions.split(",")]
+        if args.fractions
+        else ([0.15, 0.3, 0.45] if args.quick else [0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6])
+    )
     records: list[dict[str, Any]] = []
     for sample in samples:
         field = Field(sample, field_m, args.sample_image, args.seed)
         step = field.beam_m * (1 - args.dense_overlap)
         dense = raster_scan((field_m - 1e-12, field_m - 1e-12), step)
-        base = {"sample": sample, "field_m": field_m, "beam_size_m": field.beam_m,
-                "photons_per_point": field.photons}  # fmt: skip
+        base = {
+            "sample": sample,
+            "field_m": field_m,
+            "beam_size_m": field.beam_m,
+            "photons_per_point": field.photons,
+        }
         t0 = time.perf_counter()
         scores = run_fixed(field, dense, args.trust)
-        records.append({**base, "strategy": "dense_raster", "points": len(dense),
-                        "dose_photons": len(dense) * field.photons, **scores,
-                        "wall_s": time.perf_counter() - t0})  # fmt: skip
+        records.append(
+            {
+                **base,
+                "strategy": "dense_raster",
+                "points": len(dense),
+                "dose_photons": len(dense) * field.photons,
+                **scores,
+                "wall_s": time.perf_counter() - t0,
+            }
+        )
         print(json.dumps(records[-1]), flush=True)
         counts = sorted({max(4, int(round(f * len(dense)))) for f in fractions})
         for n in counts:
@@ -200,37 +246,77 @@ def main(argv: list[str] | None = None) -> int:
                     reasons: dict[str, int] = {}
                     for rec in agent.history:
                         reasons[rec["reason"]] = reasons.get(rec["reason"], 0) + 1
-                    extra = {"measured": len(agent.measured), "reasons": reasons,
-                             "stop_reason": agent.should_stop()[1]}  # fmt: skip
+                    extra = {
+                        "measured": len(agent.measured),
+                        "reasons": reasons,
+                        "stop_reason": agent.should_stop()[1],
+                    }
                     used = len(agent.measured)
                 else:
                     positions = {"uniform": uniform_grid, "spiral": fermat_spiral_points}.get(
-                        strategy, lambda r, k: random_points(r, k, seed=args.seed))(field.region_m, n)
+                        strategy, lambda r, k: random_points(r, k, seed=args.seed)
+                    )(field.region_m, n)
                     scores = run_fixed(field, positions, args.trust)
                     used = len(positions)
-                records.append({**base, "strategy": strategy, "points": used,
-                                "dose_photons": used * field.photons, **scores, **extra,
-                                "wall_s": time.perf_counter() - t0})  # fmt: skip
+                records.append(
+                    {
+                        **base,
+                        "strategy": strategy,
+                        "points": used,
+                        "dose_photons": used * field.photons,
+                        **scores,
+                        **extra,
+                        "wall_s": time.perf_counter() - t0,
+                    }
+                )
                 print(json.dumps(records[-1]), flush=True)
-        dense_ssim = [r for r in records if r.get("sample") == sample
-                      and r.get("strategy") == "dense_raster"][0]["ssim"]  # fmt: skip
+        dense_ssim = [
+            r for r in records if r.get("sample") == sample and r.get("strategy") == "dense_raster"
+        ][0]["ssim"]
         for strategy in ("adaptive", "uniform", "random", "spiral"):
-            rows = sorted((r for r in records if r.get("sample") == sample
-                           and r.get("strategy") == strategy), key=lambda r: r["points"])  # fmt: skip
+            rows = sorted(
+                (r for r in records if r.get("sample") == sample and r.get("strategy") == strategy),
+                key=lambda r: r["points"],
+            )
             hit = next((r["points"] for r in rows if r["ssim"] >= dense_ssim - SSIM_MARGIN), None)
-            records.append({"record": "summary", "sample": sample, "strategy": strategy,
-                            "dense_points": len(dense), "dense_ssim": dense_ssim,
-                            "points_to_match_dense": hit,
-                            "fraction_of_dense": None if hit is None else hit / len(dense)})  # fmt: skip
+            records.append(
+                {
+                    "record": "summary",
+                    "sample": sample,
+                    "strategy": strategy,
+                    "dense_points": len(dense),
+                    "dense_ssim": dense_ssim,
+                    "points_to_match_dense": hit,
+                    "fraction_of_dense": None if hit is None else hit / len(dense),
+                }
+            )
             print(json.dumps(records[-1]), flush=True)
         for n in counts:
-            a = [r for r in records if r.get("sample") == sample and r.get("strategy") == "adaptive"
-                 and "record" not in r and abs(r["points"] - n) <= 0]
-            u = [r for r in records if r.get("sample") == sample and r.get("strategy") == "uniform"
-                 and "record" not in r and r["points"] == n]
+            a = [
+                r
+                for r in records
+                if r.get("sample") == sample
+                and r.get("strategy") == "adaptive"
+                and "record" not in r
+                and abs(r["points"] - n) <= 0
+            ]
+            u = [
+                r
+                for r in records
+                if r.get("sample") == sample
+                and r.get("strategy") == "uniform"
+                and "record" not in r
+                and r["points"] == n
+            ]
             if a and u:
-                records.append({"record": "gain_over_uniform", "sample": sample, "points": n,
-                                "ssim_gain": a[0]["ssim"] - u[0]["ssim"]})  # fmt: skip
+                records.append(
+                    {
+                        "record": "gain_over_uniform",
+                        "sample": sample,
+                        "points": n,
+                        "ssim_gain": a[0]["ssim"] - u[0]["ssim"],
+                    }
+                )
                 print(json.dumps(records[-1]), flush=True)
     records.append({**time_suggest(field, args.trust, 3 if args.quick else 7)})
     print(json.dumps(records[-1]), flush=True)

@@ -18,19 +18,31 @@ def agent(**options):
 
 
 def feed(a, suggestions, structure):
-    a.ingest([{"_id": s["_id"], "structure_rad_per_m": structure(s["beam_y_m"], s["beam_x_m"])}
-              for s in suggestions])  # fmt: skip
+    a.ingest(
+        [
+            {"_id": s["_id"], "structure_rad_per_m": structure(s["beam_y_m"], s["beam_x_m"])}
+            for s in suggestions
+        ]
+    )
 
 
 def test_the_agent_satisfies_bluesky_adaptive_protocols():
     from bluesky_adaptive.protocols import (
-        CanRegisterSuggestions, Checkpointable, Optimizer, SupportsStoppingCriteria,
+        CanRegisterSuggestions,
+        Checkpointable,
+        Optimizer,
+        SupportsStoppingCriteria,
         TrialFaultAware,
-    )  # fmt: skip
+    )
 
     a = agent(budget_points=10)
-    for protocol in (Optimizer, SupportsStoppingCriteria, Checkpointable, TrialFaultAware,
-                     CanRegisterSuggestions):  # fmt: skip
+    for protocol in (
+        Optimizer,
+        SupportsStoppingCriteria,
+        Checkpointable,
+        TrialFaultAware,
+        CanRegisterSuggestions,
+    ):
         assert isinstance(a, protocol)
 
 
@@ -87,15 +99,21 @@ def test_nan_outcomes_are_refused_before_anything_is_kept():
     a = agent(budget_points=4)
     s = a.suggest(2)
     with pytest.raises(ValueError, match="not a valid measurement"):
-        a.ingest([{"_id": s[0]["_id"], "structure_rad_per_m": 1.0},
-                  {"_id": s[1]["_id"], "structure_rad_per_m": float("nan")}])  # fmt: skip
+        a.ingest(
+            [
+                {"_id": s[0]["_id"], "structure_rad_per_m": 1.0},
+                {"_id": s[1]["_id"], "structure_rad_per_m": float("nan")},
+            ]
+        )
     assert not a.measured and len(a.pending) == 2
     a.register_failures(s)
     assert a.failed == [s[0]["_id"], s[1]["_id"]] and not a.pending
 
 
 def test_checkpoint_and_restore(tmp_path):
-    a = agent(budget_points=20, )
+    a = agent(
+        budget_points=20,
+    )
     a.checkpoint_path = tmp_path / "agent.json"
     feed(a, a.suggest(6), lambda y, x: abs(x) * 1e13)
     pending = a.suggest(2)
@@ -124,9 +142,13 @@ def test_the_mosaic_and_its_uncertainty_steer_the_agent_when_present():
     assert first["beam_x_m"] < -0.4e-6 and "structure" in first["reason"]
     # the same mosaic as a mapping with an uncertainty map (issue 15's optional field)
     measured2 = np.hypot(y_m, x_m - 1.2e-6) < 0.5e-6
-    flat = {"phase": np.zeros_like(phase), "weights": (measured | measured2).astype(np.float32),
-            "pixel_size_m": px, "origin_m": (-2.2e-6, -2.2e-6),
-            "phase_uncertainty": np.where(measured2, 1.0, 0.01)}  # fmt: skip
+    flat = {
+        "phase": np.zeros_like(phase),
+        "weights": (measured | measured2).astype(np.float32),
+        "pixel_size_m": px,
+        "origin_m": (-2.2e-6, -2.2e-6),
+        "phase_uncertainty": np.where(measured2, 1.0, 0.01),
+    }
     b = agent(budget_points=50, survey_fraction=0.0, weight_explore=0.05)
     b.observe_mosaic(flat)
     first = b.suggest(1)[0]
@@ -150,8 +172,14 @@ def test_patch_structure_is_larger_for_edges_than_for_flat_phase():
 def test_suggest_of_64_points_is_timed():
     import time
 
-    a = MosaicAgent(AgentOptions(region_m=(-6e-6, 6e-6, -6e-6, 6e-6), beam_size_m=0.36e-6,
-                                 budget_points=4096, survey_fraction=0.02))  # fmt: skip
+    a = MosaicAgent(
+        AgentOptions(
+            region_m=(-6e-6, 6e-6, -6e-6, 6e-6),
+            beam_size_m=0.36e-6,
+            budget_points=4096,
+            survey_fraction=0.02,
+        )
+    )
     feed(a, a.suggest(82), lambda y, x: abs(np.sin(x * 1e6)) * 1e7)
     t0 = time.perf_counter()
     assert len(a.suggest(64)) == 64

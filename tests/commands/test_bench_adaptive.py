@@ -12,8 +12,23 @@ STRATEGIES = {"adaptive", "uniform", "random", "spiral", "dense_raster"}
 
 def run(tmp_path, *options):
     out = tmp_path / "adaptive.json"
-    assert main(["bench", "adaptive", "--json", str(out), "--quick", "--field-um", "2.5",
-                 "--fractions", "0.1,0.25", *options]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "bench",
+                "adaptive",
+                "--json",
+                str(out),
+                "--quick",
+                "--field-um",
+                "2.5",
+                "--fractions",
+                "0.1,0.25",
+                *options,
+            ]
+        )
+        == 0
+    )
     return json.loads(out.read_text())
 
 
@@ -45,5 +60,6 @@ def test_bench_adaptive_on_a_sample_read_from_an_image(tmp_path):
     picture = np.zeros((64, 64), np.uint8)
     picture[10:30, 8:50] = 255  # one bright block on an empty field
     Image.fromarray(picture).save(tmp_path / "sample.png")
-    check(run(tmp_path, "--sample", "image", "--sample-image", str(tmp_path / "sample.png")),
-          "image")  # fmt: skip
+    check(
+        run(tmp_path, "--sample", "image", "--sample-image", str(tmp_path / "sample.png")), "image"
+    )

@@ -31,8 +31,12 @@ def devices():
 def served(devices, tmp_path, tiny_model, endpoint_factory):
     tiny_model(tmp_path / "model", version="tiny", input_px=32, frame_px=128, reduce="bin")
     server = endpoint_factory(tmp_path / "model")
-    endpoint = InferenceEndpoint(*server.addresses, source=devices["hutch"].detectors["eiger"],
-                                 result_timeout_s=10, flush_timeout_s=2)  # fmt: skip
+    endpoint = InferenceEndpoint(
+        *server.addresses,
+        source=devices["hutch"].detectors["eiger"],
+        result_timeout_s=10,
+        flush_timeout_s=2,
+    )
     return server, endpoint
 
 
@@ -58,7 +62,9 @@ def test_an_adaptive_scan_is_one_run_whose_readings_hold_each_points_frame(devic
         assert e["data"]["endpoint_frame_id"] == e["data"]["eiger_frame_number"]
         assert e["data"]["agent_reason"]
         y, x = e["data"]["stage_beam_y"], e["data"]["stage_beam_x"]
-        assert REGION[0] - 1e-9 <= y <= REGION[1] + 1e-9 and REGION[2] - 1e-9 <= x <= REGION[3] + 1e-9
+        assert (
+            REGION[0] - 1e-9 <= y <= REGION[1] + 1e-9 and REGION[2] - 1e-9 <= x <= REGION[3] + 1e-9
+        )
     assert len({e["data"]["agent_point_id"] for e in events}) == 12
     assert stitcher_finals and stitcher_finals[0].frames_used == 12
     assert [n for n, _ in docs].count("stop") == 1
@@ -95,7 +101,9 @@ def test_nan_from_the_endpoint_stops_the_scan_before_the_next_motion(devices, se
     endpoint.result_for = poisoned
     moves = []
     RE = RunEngine({})
-    RE.msg_hook = lambda msg: moves.append(msg) if msg.command == "set" and msg.obj is devices["stage"] else None
+    RE.msg_hook = lambda msg: (
+        moves.append(msg) if msg.command == "set" and msg.obj is devices["stage"] else None
+    )
     with pytest.raises(LivePhaseError, match="NaN"):
         RE(adaptive_scan([devices["eiger"]], devices["stage"], endpoint, REGION, 10, batch=5))
     assert len(moves) == 3  # the third point was measured; nothing moved after its NaN
@@ -126,8 +134,9 @@ def test_optimize_with_no_iteration_limit_ends_by_the_agents_stopping_rule(devic
     from bluesky_adaptive.plans import optimize
 
     _, endpoint = served
-    agent = MosaicAgent(AgentOptions(region_m=REGION, beam_size_m=devices["stage"].beam_size.get(),
-                                     budget_points=9))  # fmt: skip
+    agent = MosaicAgent(
+        AgentOptions(region_m=REGION, beam_size_m=devices["stage"].beam_size.get(), budget_points=9)
+    )
     problem = adaptive_problem(agent, [devices["eiger"]], devices["stage"], endpoint)
     RE = RunEngine({})
     starts = []
@@ -145,8 +154,9 @@ def test_readings_follow_frames_that_arrive_through_another_sender(devices, serv
     hutch_eiger = devices["hutch"].detectors["eiger"]
     ingest = FrameStreamer(server.addresses[0], server.addresses[1], run_uid="pva-ingest")
     hutch_eiger.add_frame_listener(ingest)
-    endpoint = InferenceEndpoint(*server.addresses, source=None, result_timeout_s=10,
-                                 flush_timeout_s=2)  # fmt: skip
+    endpoint = InferenceEndpoint(
+        *server.addresses, source=None, result_timeout_s=10, flush_timeout_s=2
+    )
     endpoint.follow(devices["eiger"])
     RE = RunEngine({})
     docs = []

@@ -81,7 +81,7 @@ def test_a_session_without_services_builds_the_devices_and_an_idle_endpoint_devi
     [
         ("[tiled]\nurl = 'http://x'\n", r"\[tiled\]: unknown keys \['url'\]"),
         ("[endpoint]\nbatch_size = 'big'\n", r"\[endpoint\] batch_size: expected int"),
-        ("[agent]\nenabled = true\n", r"\[agent\]: enabled = true needs \['region_m', 'budget_points'\]"),
+        ("[agent]\nenabled = true\n", r"\[agent\]: enabled = true needs \['region_m', 'budget"),
         ("[agent]\nenabled = true\nregion_m = [0, 1e-6, 0, 1e-6]\nbudget_points = 0\n",
          r"\[agent\]: the budget must allow at least 1 point"),
         ("[agent]\nenabled = true\nbudget = 5\n", r"\[agent\]: unknown keys \['budget'\]"),

@@ -28,10 +28,15 @@ from .strategies import uniform_grid
 POSITION_KEYS = ("beam_y_m", "beam_x_m")
 STRUCTURE_KEY = "structure_rad_per_m"
 UNCERTAINTY_KEY = "uncertainty_rad"
-SCORE_TERMS = ("unmeasured_fraction", "explore_term", "structure_term", "uncertainty_term",
-               "travel_cost")  # every suggestion carries them (0 for survey and hand-made)
-MOSAIC_WEIGHT_FLOOR = 0.05
-SURVEY_SPACING = 1.5  # survey points at least this many footprint widths apart  # mosaic pixels with less than this share of the peak weight: unknown
+SCORE_TERMS = (
+    "unmeasured_fraction",
+    "explore_term",
+    "structure_term",
+    "uncertainty_term",
+    "travel_cost",
+)  # every suggestion carries them (0 for survey and hand-made)
+MOSAIC_WEIGHT_FLOOR = 0.05  # mosaic pixels under this share of the peak weight: unknown
+SURVEY_SPACING = 1.5  # survey points at least this many footprint widths apart
 
 
 class MosaicAgent:
@@ -78,7 +83,11 @@ class MosaicAgent:
         kept."""
         checked = [self._check_outcome(p) for p in points]
         for key, position, outcome in checked:
-            record = self.pending.pop(key, None) or {"_id": key, "reason": "external", "score": None}
+            record = self.pending.pop(key, None) or {
+                "_id": key,
+                "reason": "external",
+                "score": None,
+            }
             record.update({"beam_y_m": position[0], "beam_x_m": position[1], "outcome": outcome})
             self.measured[key] = record
             self.map.mark(*position)
@@ -91,8 +100,10 @@ class MosaicAgent:
         o = self.options
         if len(self.measured) >= o.max_points:
             if o.dose_budget_photons is not None and o.max_points < o.budget_points:
-                return True, (f"dose budget reached: {len(self.measured)} points x "
-                              f"{o.photons_per_point:g} photons of {o.dose_budget_photons:g}")  # fmt: skip
+                return True, (
+                    f"dose budget reached: {len(self.measured)} points x "
+                    f"{o.photons_per_point:g} photons of {o.dose_budget_photons:g}"
+                )
             return True, f"point budget reached: {len(self.measured)} of {o.budget_points}"
         if self.exhausted_reason is not None and not self.pending:
             return True, self.exhausted_reason
@@ -164,7 +175,11 @@ class MosaicAgent:
         ``origin_m``) or mapping with those keys. Non-finite phase where the mosaic has weight
         is refused (ValueError).
         """
-        get = snapshot.get if isinstance(snapshot, Mapping) else lambda k, d=None: getattr(snapshot, k, d)  # noqa: E731
+        get = (
+            snapshot.get
+            if isinstance(snapshot, Mapping)
+            else lambda k, d=None: getattr(snapshot, k, d)
+        )  # noqa: E731
         phase = np.asarray(get("phase"), dtype=np.float64)
         weights = np.asarray(get("weights"), dtype=np.float64)
         pixel = float(get("pixel_size_m"))
@@ -221,21 +236,29 @@ class MosaicAgent:
         # survey points one beam apart at least (no overlap); a dense survey is thinned
         keep: list[tuple[float, float]] = []
         for y, x in pts:
-            if all(math.hypot(y - a, x - b) >= self._min_distance_m * (1 - 1e-9)
-                   for a, b in keep):
+            if all(math.hypot(y - a, x - b) >= self._min_distance_m * (1 - 1e-9) for a, b in keep):
                 keep.append((float(y), float(x)))
         return keep
 
-    def _register(self, y: float, x: float, reason: str, score: float,
-                  terms: dict[str, float]) -> dict[str, Any]:  # fmt: skip
+    def _register(
+        self, y: float, x: float, reason: str, score: float, terms: dict[str, float]
+    ) -> dict[str, Any]:
         key = f"p{self._next:05d}"
         self._next += 1
-        travel = 0.0 if self.last_position_m is None else math.hypot(
-            y - self.last_position_m[0], x - self.last_position_m[1])  # fmt: skip
-        suggestion = {"_id": key, "beam_y_m": float(y), "beam_x_m": float(x),
-                      "reason": reason, "score": float(score),
-                      **{k: float(terms.get(k, 0.0)) for k in SCORE_TERMS},
-                      "travel_m": float(travel)}  # fmt: skip
+        travel = (
+            0.0
+            if self.last_position_m is None
+            else math.hypot(y - self.last_position_m[0], x - self.last_position_m[1])
+        )
+        suggestion = {
+            "_id": key,
+            "beam_y_m": float(y),
+            "beam_x_m": float(x),
+            "reason": reason,
+            "score": float(score),
+            **{k: float(terms.get(k, 0.0)) for k in SCORE_TERMS},
+            "travel_m": float(travel),
+        }
         self.pending[key] = dict(suggestion)
         self.map.mark(y, x)
         self.last_position_m = (float(y), float(x))
@@ -248,19 +271,29 @@ class MosaicAgent:
         cy, cx = m.grid.centres_m
         out = []
         unmeasured = scoring.unmeasured_fraction(m.covered, m.footprint)
-        value = o.weight_explore + o.weight_structure * structure + o.weight_uncertainty * uncertainty
+        value = (
+            o.weight_explore + o.weight_structure * structure + o.weight_uncertainty * uncertainty
+        )
         for _ in range(n):
             gain = unmeasured * value
-            ok = scoring.admissible(m.nearest_m, o.beam_size_m, o.mode.value, o.min_overlap,
-                                    o.max_overlap, self._min_distance_m)  # fmt: skip
+            ok = scoring.admissible(
+                m.nearest_m,
+                o.beam_size_m,
+                o.mode.value,
+                o.min_overlap,
+                o.max_overlap,
+                self._min_distance_m,
+            )
             # the stopping rule looks at the gain alone: a far gap is still worth the trip
             worth = ok & (gain > o.stop_score)
             if not worth.any():
                 best = float(gain[ok].max()) if ok.any() else -np.inf
                 self.exhausted_reason = (
                     "no admissible position is worth measuring: best gain "
-                    f"{best:.3g} <= stop_score {o.stop_score:g}" if np.isfinite(best)
-                    else f"no position left that keeps the {o.mode.value} rule")  # fmt: skip
+                    f"{best:.3g} <= stop_score {o.stop_score:g}"
+                    if np.isfinite(best)
+                    else f"no position left that keeps the {o.mode.value} rule"
+                )
                 break
             travel = scoring.travel_m(cy, cx, self.last_position_m)
             cost = o.travel_cost_per_beam * travel / o.beam_size_m
@@ -268,30 +301,40 @@ class MosaicAgent:
             flat = int(np.argmax(score))
             r, c = np.unravel_index(flat, score.shape)
             u = float(unmeasured[r, c])
-            terms = {"unmeasured_fraction": u, "explore_term": u * o.weight_explore,
-                     "structure_term": u * o.weight_structure * float(structure[r, c]),
-                     "uncertainty_term": u * o.weight_uncertainty * float(uncertainty[r, c]),
-                     "travel_cost": float(cost[r, c])}  # fmt: skip
-            dominant = max(("explore_term", "structure_term", "uncertainty_term"),
-                           key=lambda k: terms[k])  # fmt: skip
-            why = {"explore_term": "unmeasured area, no structure known nearby",
-                   "structure_term": "phase structure (gradients) measured nearby",
-                   "uncertainty_term": "the network is uncertain nearby"}[dominant]  # fmt: skip
+            terms = {
+                "unmeasured_fraction": u,
+                "explore_term": u * o.weight_explore,
+                "structure_term": u * o.weight_structure * float(structure[r, c]),
+                "uncertainty_term": u * o.weight_uncertainty * float(uncertainty[r, c]),
+                "travel_cost": float(cost[r, c]),
+            }
+            dominant = max(
+                ("explore_term", "structure_term", "uncertainty_term"), key=lambda k: terms[k]
+            )
+            why = {
+                "explore_term": "unmeasured area, no structure known nearby",
+                "structure_term": "phase structure (gradients) measured nearby",
+                "uncertainty_term": "the network is uncertain nearby",
+            }[dominant]
             y, x = m.grid.position_m(int(r), int(c))
             out.append(self._register(y, x, why, float(gain[r, c] - cost[r, c]), terms))
             scoring.update_unmeasured(unmeasured, m.covered, m.footprint, int(r), int(c))
         return out
 
     def _rebuild_coverage(self) -> None:
-        points = [(r["beam_y_m"], r["beam_x_m"]) for r in [*self.measured.values(),
-                                                          *self.pending.values()]]  # fmt: skip
+        points = [
+            (r["beam_y_m"], r["beam_x_m"])
+            for r in [*self.measured.values(), *self.pending.values()]
+        ]
         self.map.rebuild(np.asarray(points, dtype=np.float64).reshape(-1, 2))
 
     def _position(self, point: Mapping[str, Any]) -> tuple[float, float]:
         try:
             y, x = (float(point[k]) for k in POSITION_KEYS)
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"a point needs numbers {POSITION_KEYS}, got {dict(point)!r}") from None
+            raise ValueError(
+                f"a point needs numbers {POSITION_KEYS}, got {dict(point)!r}"
+            ) from None
         if not (math.isfinite(y) and math.isfinite(x)):
             raise ValueError(f"a point's position must be finite, got ({y!r}, {x!r})")
         return y, x

@@ -103,8 +103,9 @@ class RegionMap:
         footprint_m: diameter of a point's footprint (the beam size), m.
     """
 
-    def __init__(self, region_m: tuple[float, float, float, float], cell_m: float,
-                 footprint_m: float):  # fmt: skip
+    def __init__(
+        self, region_m: tuple[float, float, float, float], cell_m: float, footprint_m: float
+    ):
         self.grid = CellGrid.over(region_m, cell_m)
         self.footprint_m = float(footprint_m)
         self.footprint = disc(footprint_m / 2 / cell_m)
@@ -123,8 +124,12 @@ class RegionMap:
         rows, cols = self.grid.shape
         r0, r1 = max(row - r, 0), min(row + r + 1, rows)
         c0, c1 = max(col - r, 0), min(col + r + 1, cols)
-        return (slice(r0, r1), slice(c0, c1),
-                slice(r0 - (row - r), r1 - (row - r)), slice(c0 - (col - r), c1 - (col - r)))  # fmt: skip
+        return (
+            slice(r0, r1),
+            slice(c0, c1),
+            slice(r0 - (row - r), r1 - (row - r)),
+            slice(c0 - (col - r), c1 - (col - r)),
+        )
 
     def mark(self, y_m: float, x_m: float) -> None:
         """A point is measured or pending there: its footprint is covered."""
@@ -140,8 +145,9 @@ class RegionMap:
         for y, x in np.asarray(points_m, dtype=np.float64).reshape(-1, 2):
             self.mark(y, x)
 
-    def add_value(self, kind: str, y_m: float, x_m: float, value: float,
-                  weight: float = 1.0) -> None:  # fmt: skip
+    def add_value(
+        self, kind: str, y_m: float, x_m: float, value: float, weight: float = 1.0
+    ) -> None:
         """Spread a point's scalar (``"structure"`` rad/m or ``"uncertainty"`` rad) over its
         footprint."""
         total, weights = self._arrays(kind)

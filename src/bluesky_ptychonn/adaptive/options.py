@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class ScanMode(str, Enum):
+class ScanMode(StrEnum):
     """How new points relate to measured ones.
 
     ``overlap``: every new point overlaps a measured one by at least ``min_overlap`` (and at
@@ -124,13 +124,19 @@ class AgentOptions:
             raise ValueError(f"survey_fraction must lie in [0, 1], got {self.survey_fraction!r}")
         if not 0.05 <= self.cell_fraction <= 1:
             raise ValueError(f"cell_fraction must lie in [0.05, 1], got {self.cell_fraction!r}")
-        for name in ("weight_explore", "weight_structure", "weight_uncertainty",
-                     "travel_cost_per_beam"):  # fmt: skip
+        for name in (
+            "weight_explore",
+            "weight_structure",
+            "weight_uncertainty",
+            "travel_cost_per_beam",
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")
         if self.structure_length_m is not None and not self.structure_length_m > 0:
-            raise ValueError(f"structure_length_m must be positive, got {self.structure_length_m!r}")
+            raise ValueError(
+                f"structure_length_m must be positive, got {self.structure_length_m!r}"
+            )
 
     @property
     def footprint(self) -> float:

@@ -60,7 +60,11 @@ def predicted(total: np.ndarray, weight: np.ndarray, sigma_cells: float) -> np.n
 
 
 def admissible(
-    nearest_m: np.ndarray, beam_size_m: float, mode: str, min_overlap: float, max_overlap: float,
+    nearest_m: np.ndarray,
+    beam_size_m: float,
+    mode: str,
+    min_overlap: float,
+    max_overlap: float,
     min_distance_m: float,
 ) -> np.ndarray:
     """Cells where a new point keeps the mode's overlap with the nearest measured/pending one.

@@ -10,4 +10,12 @@ from .adaptive import adaptive_problem, adaptive_scan
 from .fly import fly_scan
 from .scans import raster_scan, sparse_scan, spiral_scan, step_scan
 
-__all__ = ["adaptive_problem", "adaptive_scan", "fly_scan", "raster_scan", "sparse_scan", "spiral_scan", "step_scan"]
+__all__ = [
+    "adaptive_problem",
+    "adaptive_scan",
+    "fly_scan",
+    "raster_scan",
+    "sparse_scan",
+    "spiral_scan",
+    "step_scan",
+]

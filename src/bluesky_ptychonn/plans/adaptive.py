@@ -13,7 +13,6 @@ phase that the inference endpoint returns for the points measured so far.
   ends by the agent's stopping rule (one run per step: `acquire_points`).
 """
 
-
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,9 +47,7 @@ class AgentReadback(Device):
 
 def _check_endpoint(endpoint: Any, detector: Any) -> InferenceEndpoint:
     if not isinstance(endpoint, InferenceEndpoint):
-        raise TypeError(
-            f"the endpoint must be an InferenceEndpoint, got {type(endpoint).__name__}"
-        )
+        raise TypeError(f"the endpoint must be an InferenceEndpoint, got {type(endpoint).__name__}")
     if endpoint.frame_number is None:
         endpoint.follow(detector)  # readings wait for this detector's frames
     return endpoint
@@ -71,8 +68,11 @@ def point_outcome(endpoint: InferenceEndpoint, point_id: str, pixel_size_m: floa
             f"the endpoint's phase for frame {frame} (point {point_id}) holds NaN or infinite "
             "values: the adaptive scan stops before any further motion"
         )
-    outcome: dict[str, Any] = {"_id": point_id, "frame_id": frame,
-                               STRUCTURE_KEY: patch_structure(phase, pixel_size_m)}  # fmt: skip
+    outcome: dict[str, Any] = {
+        "_id": point_id,
+        "frame_id": frame,
+        STRUCTURE_KEY: patch_structure(phase, pixel_size_m),
+    }
     if result.get("uncertainty") is not None:
         u = float(np.mean(result["uncertainty"]))
         if not math.isfinite(u):
@@ -152,21 +152,38 @@ def adaptive_scan(
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     options = AgentOptions(
-        region_m=tuple(region_m), beam_size_m=beam, budget_points=budget, mode=mode,
-        min_overlap=min_overlap, max_overlap=max_overlap, footprint_m=footprint_m,
-        survey_fraction=survey_fraction, photons_per_point=photons_per_point,
+        region_m=tuple(region_m),
+        beam_size_m=beam,
+        budget_points=budget,
+        mode=mode,
+        min_overlap=min_overlap,
+        max_overlap=max_overlap,
+        footprint_m=footprint_m,
+        survey_fraction=survey_fraction,
+        photons_per_point=photons_per_point,
         dose_budget_photons=dose_budget_photons,
-    )  # fmt: skip
+    )
     y0, y1, x0, x1 = options.region_m
     corners = np.array([[y0, x0], [y0, x1], [y1, x0], [y1, x1]])
     setup = scan_setup(
-        [*detectors, endpoint], stage, corners, plan_name="adaptive_scan", pattern="adaptive",
-        extent_m=(y1 - y0, x1 - x0), step_m=options.footprint, centre_m=((y0 + y1) / 2, (x0 + x1) / 2),
-        beam_size_m=beam, overlap=None if mode == "no_overlap" else min_overlap,
-        sample_name=sample_name, exposure_s=exposure_s,
-        extra={"num_points": options.max_points, "adaptive_agent": options.as_dict(),
-               "adaptive_region_m": list(options.region_m)},
-    )  # fmt: skip
+        [*detectors, endpoint],
+        stage,
+        corners,
+        plan_name="adaptive_scan",
+        pattern="adaptive",
+        extent_m=(y1 - y0, x1 - x0),
+        step_m=options.footprint,
+        centre_m=((y0 + y1) / 2, (x0 + x1) / 2),
+        beam_size_m=beam,
+        overlap=None if mode == "no_overlap" else min_overlap,
+        sample_name=sample_name,
+        exposure_s=exposure_s,
+        extra={
+            "num_points": options.max_points,
+            "adaptive_agent": options.as_dict(),
+            "adaptive_region_m": list(options.region_m),
+        },
+    )
     endpoint = _check_endpoint(endpoint, setup.primary)
     if result_timeout_s is not None:
         endpoint.result_timeout_s = float(result_timeout_s)
@@ -234,8 +251,12 @@ def make_acquire_points(endpoint: InferenceEndpoint, pixel_size_m: float):
         positions = np.array([[s["beam_y_m"], s["beam_x_m"]] for s in suggestions])
         stage.check_positions(positions)
         devices = [*(sensors or []), stage]
-        run_md = {**(md or {}), "plan_name": "acquire_points", "num_points": len(suggestions),
-                  "adaptive_suggestions": [dict(s) for s in suggestions]}  # fmt: skip
+        run_md = {
+            **(md or {}),
+            "plan_name": "acquire_points",
+            "num_points": len(suggestions),
+            "adaptive_suggestions": [dict(s) for s in suggestions],
+        }
 
         @bpp.set_run_key_decorator("acquire_points")
         @bpp.stage_decorator(devices)
@@ -244,7 +265,9 @@ def make_acquire_points(endpoint: InferenceEndpoint, pixel_size_m: float):
             for s, position in zip(suggestions, positions, strict=True):
                 yield from bps.mv(stage, (float(position[0]), float(position[1])))
                 yield from bps.trigger_and_read(devices)
-                acquisition.outcomes[str(s["_id"])] = point_outcome(endpoint, s["_id"], pixel_size_m)
+                acquisition.outcomes[str(s["_id"])] = point_outcome(
+                    endpoint, s["_id"], pixel_size_m
+                )
 
         acquisition.run_uid = yield from inner()
         return acquisition
@@ -275,7 +298,9 @@ def adaptive_problem(
     endpoint = _check_endpoint(endpoint, primary)
     pixel = float(primary.geometry()["object_pixel_size_m"])
     return OptimizationProblem(
-        optimizer=agent, actuators=[stage], sensors=[*detectors, endpoint],
+        optimizer=agent,
+        actuators=[stage],
+        sensors=[*detectors, endpoint],
         evaluation_function=evaluate_points,
         acquisition_plan=make_acquire_points(endpoint, pixel),
-    )  # fmt: skip
+    )

@@ -199,7 +199,8 @@ def circuit_thickness(
                 out[a : b + 1, c : c + width] = 1.0
                 end = (b, c)
             pad = 2 * width
-            out[max(end[0] - pad // 2, 0) : end[0] + pad, max(end[1] - pad // 2, 0) : end[1] + pad] = 1.0
+            r0p, c0p = max(end[0] - pad // 2, 0), max(end[1] - pad // 2, 0)
+            out[r0p : end[0] + pad, c0p : end[1] + pad] = 1.0
     return out
 
 
