@@ -44,12 +44,23 @@ def test_an_adaptive_scan_is_one_run_whose_readings_hold_each_points_frame(devic
     server, endpoint = served
     stitcher_finals = []
     stitcher = LiveStitcher(server.addresses[1], consumers=[stitcher_finals.append])
+    observed = []  # the live mosaic the agent read after each batch
     RE = RunEngine({})
     docs = []
     RE.subscribe(stitcher)
     RE.subscribe(lambda name, doc: docs.append((name, doc)))
     try:
-        RE(adaptive_scan([devices["eiger"]], devices["stage"], endpoint, REGION, 12, batch=4))
+        RE(
+            adaptive_scan(
+                [devices["eiger"]],
+                devices["stage"],
+                endpoint,
+                REGION,
+                12,
+                batch=4,
+                mosaic_source=lambda: observed.append(stitcher.snapshot()) or observed[-1],
+            )
+        )
     finally:
         stitcher.close()
     starts = [d for n, d in docs if n == "start"]
@@ -67,6 +78,8 @@ def test_an_adaptive_scan_is_one_run_whose_readings_hold_each_points_frame(devic
         )
     assert len({e["data"]["agent_point_id"] for e in events}) == 12
     assert stitcher_finals and stitcher_finals[0].frames_used == 12
+    assert len(observed) == 3 and all(o is not None for o in observed)
+    assert observed[0].frames_used <= observed[-1].frames_used
     assert [n for n, _ in docs].count("stop") == 1
 
 

@@ -100,6 +100,7 @@ def adaptive_scan(
     beam_size_m: float | None = None,
     sample_name: str | None = None,
     result_timeout_s: float | None = None,
+    mosaic_source: Any = None,
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator:
     """Step scan whose points an agent chooses from the live phase, in one run.
@@ -138,6 +139,10 @@ def adaptive_scan(
         Default ``stage.sample_name``.
     result_timeout_s : float, optional
         Longest wait for a point's result from the endpoint, s (default the device's).
+    mosaic_source : callable, optional
+        Returns the live mosaic now (e.g. ``session.stitcher.snapshot``, or a reader of the
+        mosaic in Tiled); after every batch the agent takes its structure (and uncertainty,
+        when present) from it at full resolution. None: from each point's own patch.
     md : dict, optional
         Extra start-document keys.
 
@@ -209,6 +214,10 @@ def adaptive_scan(
                 yield from bps.mv(stage, position)
                 yield from bps.trigger_and_read([*devices, readback])
                 agent.ingest([point_outcome(endpoint, s["_id"], pixel)])
+            if mosaic_source is not None:
+                snapshot = mosaic_source()
+                if snapshot is not None:
+                    agent.observe_mosaic(snapshot)
         stop, why = agent.should_stop()
         adaptive_scan.last_agent = agent  # type: ignore[attr-defined]
         adaptive_scan.last_stop_reason = why  # type: ignore[attr-defined]
