@@ -16,6 +16,9 @@ import numpy as np
 from ..geometry import PixelGrid
 
 
+COVERAGE_MARGIN_CELLS = 0.5
+
+
 def wrapped_gradient_magnitude(phase_rad: np.ndarray, pixel_size_m: float) -> np.ndarray:
     """|grad phase| in rad/m with wrapped differences (phase jumps of 2 pi are not edges)."""
     phase = np.asarray(phase_rad, dtype=np.float64)
@@ -108,7 +111,9 @@ class RegionMap:
     ):
         self.grid = CellGrid.over(region_m, cell_m)
         self.footprint_m = float(footprint_m)
-        self.footprint = disc(footprint_m / 2 / cell_m)
+        # conservative by half a cell: a cell counts as covered only when all of it lies
+        # (nearly) inside a footprint, so that no sliver between footprints is taken as seen
+        self.footprint = disc(max(footprint_m / 2 / cell_m - COVERAGE_MARGIN_CELLS, 0.5))
         shape = self.grid.shape
         self.covered = np.zeros(shape, dtype=bool)
         self.nearest_m = np.full(shape, np.inf)
