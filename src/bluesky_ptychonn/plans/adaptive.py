@@ -13,6 +13,7 @@ phase that the inference endpoint returns for the points measured so far.
   ends by the agent's stopping rule (one run per step: `acquire_points`).
 """
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ from ..adaptive.agent import STRUCTURE_KEY, UNCERTAINTY_KEY
 from ..adaptive.maps import patch_structure
 from ..devices.endpoint import InferenceEndpoint
 from .common import check_stage, merge_md, resolve_beam_size, scan_setup
+
+
+log = logging.getLogger(__name__)
 
 
 class LivePhaseError(RuntimeError):
@@ -218,9 +222,7 @@ def adaptive_scan(
                 snapshot = mosaic_source()
                 if snapshot is not None:
                     agent.observe_mosaic(snapshot)
-        stop, why = agent.should_stop()
-        adaptive_scan.last_agent = agent  # type: ignore[attr-defined]
-        adaptive_scan.last_stop_reason = why  # type: ignore[attr-defined]
+        log.info("adaptive_scan: %d points; %s", len(agent.measured), agent.should_stop()[1])
 
     if setup.exposure_s is not None:
         cam = getattr(setup.primary, "cam", None)
