@@ -15,7 +15,6 @@ import numpy as np
 
 from ..geometry import PixelGrid
 
-
 COVERAGE_MARGIN_CELLS = 0.5
 
 

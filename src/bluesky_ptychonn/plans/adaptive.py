@@ -33,7 +33,6 @@ from ..adaptive.maps import patch_structure
 from ..devices.endpoint import InferenceEndpoint
 from .common import check_stage, merge_md, resolve_beam_size, scan_setup
 
-
 log = logging.getLogger(__name__)
 
 
