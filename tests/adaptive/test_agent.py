@@ -198,3 +198,20 @@ def test_the_incremental_unmeasured_update_equals_the_full_recompute():
         scoring.update_unmeasured(unmeasured, m.covered, m.footprint, *m.grid.to_cell(y, x))
     np.testing.assert_allclose(unmeasured, scoring.unmeasured_fraction(m.covered, m.footprint))
     assert 0 < unmeasured.mean() < 1
+
+
+def test_a_live_mosaic_read_back_from_tiled_feeds_the_agent():
+    """`storage.tiled_results.read_live_mosaic` gives a `LiveMosaic` (another process's
+    mosaic): the agent takes it as it takes a stitcher's snapshot."""
+    from bluesky_ptychonn.storage.tiled_results import LiveMosaic
+
+    px, n = 20e-9, 200
+    phase = np.zeros((n, n), np.float32)
+    phase[:, 100:] = np.sin(np.arange(100) / 2.0)[None, :]
+    weights = np.zeros((n, n), np.float32)
+    weights[:, 100:] = 1.0  # the right half measured, with structure
+    mosaic = LiveMosaic(phase, np.ones_like(phase), weights, px, (-2e-6, -2e-6), {})
+    a = agent(budget_points=20, survey_fraction=0.0, weight_explore=0.05)
+    a.observe_mosaic(mosaic)
+    assert a.map.structure_weight[:, a.map.grid.shape[1] // 2 + 2 :].min() > 0
+    assert a.map.structure_weight[:, : a.map.grid.shape[1] // 2 - 2].max() == 0
