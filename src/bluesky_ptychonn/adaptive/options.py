@@ -69,7 +69,7 @@ class AgentOptions:
     dose_budget_photons: float | None = None
     survey_fraction: float = 0.2
     cell_fraction: float = 0.25
-    weight_explore: float = 0.25
+    weight_explore: float = 0.5
     weight_structure: float = 1.0
     weight_uncertainty: float = 0.5
     travel_cost_per_beam: float = 0.005
