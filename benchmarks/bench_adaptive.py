@@ -112,7 +112,7 @@ def run_fixed(field: Field, positions: np.ndarray, trust: float) -> dict[str, fl
 
 
 def run_adaptive(
-    field: Field, n_points: int, trust: float, batch: int, seed: int
+    field: Field, n_points: int, trust: float, batch: int, seed: int, **options: float
 ) -> tuple[dict[str, float], MosaicAgent]:
     agent = MosaicAgent(
         AgentOptions(
@@ -123,6 +123,7 @@ def run_adaptive(
             footprint_m=field.footprint_m(trust),
             photons_per_point=field.photons,
             seed=seed,
+            **options,
         )
     )
     mosaic = field.new_mosaic(trust)
@@ -200,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dense-overlap", type=float, default=0.5)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--weight-explore",
+        type=float,
+        default=None,
+        help="the agent's weight_explore (default: its own)",
+    )
     args = parser.parse_args(argv)
     if args.sample == "image" and args.sample_image and not Path(args.sample_image).is_file():
         parser.error(f"--sample-image {args.sample_image} does not exist")
@@ -242,7 +249,12 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 extra: dict[str, Any] = {}
                 if strategy == "adaptive":
-                    scores, agent = run_adaptive(field, n, args.trust, args.batch, args.seed)
+                    options = {}
+                    if args.weight_explore is not None:
+                        options["weight_explore"] = args.weight_explore
+                    scores, agent = run_adaptive(
+                        field, n, args.trust, args.batch, args.seed, **options
+                    )
                     reasons: dict[str, int] = {}
                     for rec in agent.history:
                         reasons[rec["reason"]] = reasons.get(rec["reason"], 0) + 1
