@@ -56,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # only `bench` passes options on to its benchmark (`bench adaptive --sample ...`)
+        if args.command != "bench":
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.extra = " ".join([args.extra, *unknown]).strip()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

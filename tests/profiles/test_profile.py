@@ -138,7 +138,7 @@ def test_queue_server_startup_lists_the_committed_plans_and_devices(tmp_path):
     generated = yaml.safe_load((tmp_path / "existing_plans_and_devices.yaml").read_text())
     committed = yaml.safe_load((QUEUE_STARTUP / "existing_plans_and_devices.yaml").read_text())
     assert set(generated["existing_plans"]) == {
-        "spiral_scan", "raster_scan", "sparse_scan", "fly_scan",
+        "spiral_scan", "raster_scan", "sparse_scan", "fly_scan", "adaptive_scan",
     }  # fmt: skip
     assert set(generated["existing_devices"]) == {"stage", "eiger", "medipix3", "endpoint"}
     assert generated == committed, (
@@ -162,6 +162,14 @@ def test_queue_server_validates_plans_against_the_committed_lists():
     fly = {"name": "fly_scan", "args": ["eiger", "stage", "raster"], "kwargs": {"overlap": 0.5}}
     wrong_type = {"name": "sparse_scan", "args": [["eiger"], "stage", [1e-6, 1e-6], "high"]}
     unknown = {"name": "count", "args": [["eiger"]]}
+    adaptive = {"name": "adaptive_scan",
+                "args": [["eiger"], "stage", "endpoint", [-1e-6, 1e-6, -1e-6, 1e-6], 50],
+                "kwargs": {"mode": "overlap", "batch": 8}}  # fmt: skip
+    bad_budget = {"name": "adaptive_scan",
+                  "args": [["eiger"], "stage", "endpoint", [-1e-6, 1e-6, -1e-6, 1e-6], "many"]}
+    assert validate_plan(adaptive, allowed_plans=plans, allowed_devices=devices)[0]
+    ok, message = validate_plan(bad_budget, allowed_plans=plans, allowed_devices=devices)
+    assert not ok and "budget" in message
     assert validate_plan(good, allowed_plans=plans, allowed_devices=devices)[0]
     assert validate_plan(fly, allowed_plans=plans, allowed_devices=devices)[0]
     ok, message = validate_plan(wrong_type, allowed_plans=plans, allowed_devices=devices)

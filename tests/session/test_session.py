@@ -88,7 +88,10 @@ def test_a_session_without_services_builds_the_devices_and_an_idle_endpoint_devi
     [
         ("[tiled]\nurl = 'http://x'\n", r"\[tiled\]: unknown keys \['url'\]"),
         ("[endpoint]\nbatch_size = 'big'\n", r"\[endpoint\] batch_size: expected int"),
-        ("[agent]\nenabled = true\n", r"\[agent\].*not yet available"),
+        ("[agent]\nenabled = true\n", r"\[agent\]: enabled = true needs \['region_m', 'budget"),
+        ("[agent]\nenabled = true\nregion_m = [0, 1e-6, 0, 1e-6]\nbudget_points = 0\n",
+         r"\[agent\]: the budget must allow at least 1 point"),
+        ("[agent]\nenabled = true\nbudget = 5\n", r"\[agent\]: unknown keys \['budget'\]"),
         ("[endpoint]\ncontrol = 'tcp://edge:5562'\n", "needs frames, results and control"),
         ("[beamtime]\nx = 1\n", r"unknown settings \['beamtime'\]"),
         ("[continual]\nenabled = 'yes'\n", r"\[continual\]: enabled must be true or false"),
@@ -189,3 +192,20 @@ def test_a_session_with_its_callbacks_in_another_process_gets_the_mosaic_to_tile
         session.close()
     assert remote.process.returncode == 0 and remote.proxy.poll() is not None
     assert not session.tiled_server.running  # everything the session started is stopped
+
+
+def test_an_enabled_agent_table_builds_the_agent_in_the_namespace(tmp_path):
+    from bluesky_ptychonn.adaptive import MosaicAgent
+
+    path = tmp_path / "session.toml"
+    path.write_text(
+        f"data_dir = '{tmp_path}'\n[agent]\nenabled = true\nregion_m = [-5e-7, 5e-7, -5e-7, 5e-7]\n"
+        "budget_points = 12\nmode = 'overlap'\nmin_overlap = 0.4\n"
+    )
+    with Session.from_config(path, start_services=False) as session:
+        agent = session.namespace()["agent"]
+        assert isinstance(agent, MosaicAgent)
+        assert agent.options.budget_points == 12 and agent.options.mode.value == "overlap"
+        assert agent.options.beam_size_m == session.stage.beam_size.get()
+        assert session.endpoint.frame_number is session.detector.frame_number
+        assert "adaptive agent" in session.describe()

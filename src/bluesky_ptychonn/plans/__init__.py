@@ -6,7 +6,16 @@ builds the start document (its keys are listed in `common`'s docstring). Positio
 beam positions in metres. May import ``devices``, ``sim``, ``geometry``; never ``callbacks``.
 """
 
+from .adaptive import adaptive_problem, adaptive_scan
 from .fly import fly_scan
 from .scans import raster_scan, sparse_scan, spiral_scan, step_scan
 
-__all__ = ["fly_scan", "raster_scan", "sparse_scan", "spiral_scan", "step_scan"]
+__all__ = [
+    "adaptive_problem",
+    "adaptive_scan",
+    "fly_scan",
+    "raster_scan",
+    "sparse_scan",
+    "spiral_scan",
+    "step_scan",
+]

@@ -33,8 +33,8 @@ naming the table and the keys it knows. Units are in the names (``_s``, ``_m``).
     [continual]                # the continual-learning loop (bluesky_ptychonn.retrain)
     enabled = false            # the rest of the table goes to retrain.dispatcher
 
-    [agent]                    # an adaptive agent choosing where to measure: not yet available
-    enabled = false
+    [agent]                    # the adaptive agent (bluesky_ptychonn.adaptive.MosaicAgent)
+    enabled = false            # true: region_m and budget_points, AgentOptions' other keys
 
 See docs/session.md for every key.
 """
@@ -229,6 +229,38 @@ FREE_TABLES = ("continual", "agent")  # handed on as they are (checked by their 
 SESSION_KEYS = {"data_dir", *SESSION_TABLES, *FREE_TABLES}
 
 
+AGENT_SESSION_KEYS = ("enabled", "checkpoint_path")  # the [agent] keys that are not AgentOptions'
+
+
+def agent_options(table: dict[str, Any], beam_size_m: float) -> Any:
+    """`adaptive.AgentOptions` from an ``[agent]`` table (``beam_size_m`` unless the table
+    gives one)."""
+    from ..adaptive.options import AgentOptions
+
+    options = {k: v for k, v in table.items() if k not in AGENT_SESSION_KEYS}
+    if "region_m" in options:
+        options["region_m"] = tuple(options["region_m"])
+    options.setdefault("beam_size_m", beam_size_m)
+    return AgentOptions(**options)
+
+
+def check_agent_table(table: dict[str, Any], where: str) -> None:
+    """Refuse an enabled ``[agent]`` table with unknown, missing or bad keys (named)."""
+    from ..adaptive.options import AgentOptions
+
+    known = ({f.name for f in fields(AgentOptions)} - {"extra"}) | set(AGENT_SESSION_KEYS)
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"{where} [agent]: unknown keys {unknown}; known: {sorted(known)}")
+    missing = [k for k in ("region_m", "budget_points") if k not in table]
+    if missing:
+        raise ValueError(f"{where} [agent]: enabled = true needs {missing}")
+    try:
+        agent_options(table, beam_size_m=float(table.get("beam_size_m", 1e-7)))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where} [agent]: {error}") from None
+
+
 @dataclass
 class SessionConfig:
     """A whole session's configuration (see the module docstring).
@@ -283,10 +315,7 @@ class SessionConfig:
                 raise ValueError(f"{where} [{name}]: enabled must be true or false")
             tables[name] = dict(table)
         if tables["agent"].get("enabled", False):
-            raise ValueError(
-                f"{where} [agent]: enabled = true: the adaptive agent is not yet available in "
-                "bluesky-ptychonn (set enabled = false or leave the [agent] table out)"
-            )
+            check_agent_table(tables["agent"], where)
         endpoint = tables["endpoint"]
         given = [key for key in ("frames", "results", "control") if getattr(endpoint, key)]
         if given and len(given) != 3:

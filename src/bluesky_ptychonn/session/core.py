@@ -81,6 +81,7 @@ class Session:
         self.graph = CallbackGraph()
         self.remote_callbacks: Any = None  # [callbacks] process = true
         self.dispatcher = None
+        self.agent: Any = None  # [agent] enabled = true: an adaptive.MosaicAgent
         self.tiled_client = self.catalog = None
         self.tiled_uri: str | None = None
         self.endpoint_process = self.tiled_server = None
@@ -126,6 +127,10 @@ class Session:
         if settings.enabled:
             self.endpoint = self._endpoint_device()
             self.devices["endpoint"] = self.endpoint
+            if self.detector is not None:
+                self.endpoint.follow(self.detector)  # a reading holds its point's frame
+        if config.agent.get("enabled", False):
+            self.agent = self._agent()
         if start_services:
             self._subscribe_callbacks()
 
@@ -304,6 +309,16 @@ class Session:
             if self.view is not None:
                 self.view.watch_continual(self.dispatcher)
 
+    def _agent(self) -> Any:
+        """The adaptive agent of the ``[agent]`` table (beam size from the stage)."""
+        from ..adaptive import MosaicAgent
+        from .config import agent_options
+
+        table = self.config.agent
+        options = agent_options(table, beam_size_m=float(self.stage.beam_size.get()))
+        checkpoint = table.get("checkpoint_path")
+        return MosaicAgent(options, checkpoint_path=checkpoint)
+
     def _subscribe(self, callback: Any) -> None:
         self._tokens.append(self.RE.subscribe(callback))
 
@@ -312,7 +327,7 @@ class Session:
         """Names for a user namespace (IPython, the queue server's startup): the session, its
         RunEngine, every device, the stitcher and the Tiled clients."""
         names = {"session": self, "RE": self.RE, **self.devices}
-        for name in ("stitcher", "catalog", "tiled_client"):
+        for name in ("stitcher", "catalog", "tiled_client", "agent"):
             if getattr(self, name) is not None:
                 names[name] = getattr(self, name)
         return names
@@ -411,6 +426,10 @@ class Session:
             lines.append(f"  live view in a browser: {self.view.url}")
         if self.dispatcher is not None:
             lines.append("  continual learning: on")
+        if self.agent is not None:
+            o = self.agent.options
+            lines.append(f"  adaptive agent: {o.mode.value}, {o.max_points} points over "
+                         f"{list(o.region_m)} m (agent; plans.adaptive_problem)")  # fmt: skip
         return "\n".join(lines)
 
     # ---- closing ----------------------------------------------------------------------------

@@ -47,7 +47,7 @@ class SimBeamlineConfig:
         probe_kind: "zone-plate", "airy" or "gaussian".
         central_stop: zone-plate central stop over outer diameter.
         photons: incident photons per frame (flux x exposure time).
-        sample: sample kind ("etched", "siemens-star", "letters", "image").
+        sample: sample kind ("etched", "siemens-star", "letters", "circuit", "image").
         material: material name of the sample's features.
         thickness_m: feature depth in metres.
         field_of_view_m: (height, width) of the sample region in metres that scans may visit

@@ -161,6 +161,49 @@ def letters_thickness(
     return _downsample(np.asarray(canvas, dtype=np.float64) / 255.0, SUPERSAMPLE)
 
 
+def circuit_thickness(
+    shape_px: tuple[int, int],
+    pixel_size_m: float,
+    rng: np.random.Generator,
+    *,
+    n_blocks: int = 4,
+    block_fraction: float = 0.3,
+    line_width_m: tuple[float, float] = (40e-9, 120e-9),
+    lines_per_um2: float = 6.0,
+) -> np.ndarray:
+    """A circuit-like layout: blocks of Manhattan wiring (horizontal and vertical traces,
+    square pads) on an otherwise empty field.
+
+    ``n_blocks`` rectangles together cover about ``block_fraction`` of the field; each holds
+    about ``lines_per_um2`` traces per square micrometre of widths in ``line_width_m``.
+    """
+    rows, cols = _check_shape(shape_px)
+    out = np.zeros((rows, cols))
+    area_px = rows * cols * block_fraction / max(n_blocks, 1)
+    for _ in range(n_blocks):
+        aspect = rng.uniform(0.5, 2.0)
+        h = int(min(rows, np.sqrt(area_px * aspect)))
+        w = int(min(cols, area_px / max(h, 1)))
+        r0, c0 = int(rng.integers(0, max(rows - h, 1))), int(rng.integers(0, max(cols - w, 1)))
+        n_lines = max(2, int(lines_per_um2 * h * w * (pixel_size_m * 1e6) ** 2))
+        for _ in range(n_lines):
+            width = max(1, int(rng.uniform(*line_width_m) / pixel_size_m))
+            if rng.random() < 0.5:
+                r = r0 + int(rng.integers(0, max(h - width, 1)))
+                a, b = sorted(c0 + rng.integers(0, max(w, 1), 2))
+                out[r : r + width, a : b + 1] = 1.0
+                end = (r, b)
+            else:
+                c = c0 + int(rng.integers(0, max(w - width, 1)))
+                a, b = sorted(r0 + rng.integers(0, max(h, 1), 2))
+                out[a : b + 1, c : c + width] = 1.0
+                end = (b, c)
+            pad = 2 * width
+            r0p, c0p = max(end[0] - pad // 2, 0), max(end[1] - pad // 2, 0)
+            out[r0p : end[0] + pad, c0p : end[1] + pad] = 1.0
+    return out
+
+
 def image_thickness(
     shape_px: tuple[int, int],
     pixel_size_m: float,
@@ -210,6 +253,7 @@ SAMPLE_KINDS: dict[str, ThicknessFunction] = {
     "etched": etched_thickness,
     "siemens-star": siemens_star_thickness,
     "letters": letters_thickness,
+    "circuit": circuit_thickness,
     "image": image_thickness,
 }
 
@@ -228,7 +272,7 @@ def make_sample(
     """A sample's complex transmission on a grid centred at (0, 0) m.
 
     Args:
-        kind: one of ``SAMPLE_KINDS`` ("etched", "siemens-star", "letters", "image").
+        kind: one of ``SAMPLE_KINDS`` ("etched", "siemens-star", "letters", "circuit", "image").
         shape_px: (rows, columns).
         pixel_size_m: object pixel size in metres.
         energy_ev: photon energy in eV (sets phase shift and absorption).
