@@ -11,12 +11,12 @@ from bluesky_ptychonn.model import (
     Preprocessing,
     TrainingOptions,
     build_model,
-    evaluate,
     fit,
     predict,
     simulate_training_set,
     train_model,
 )
+from bluesky_ptychonn.model.evaluate import evaluate
 
 
 @pytest.fixture(scope="module")

@@ -61,7 +61,7 @@ class RecordingLoop:
     def status(self):
         return {}
 
-    def process_scan(self, path, uid, *, live_quality=None):
+    def process_scan(self, path, uid, *, live_quality=None, initial_object_path=None):
         self.handed[uid] = live_quality
         return None
 
