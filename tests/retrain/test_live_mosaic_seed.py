@@ -136,3 +136,45 @@ def test_the_dispatcher_seeds_the_labels_with_the_runs_live_mosaic(scan, tmp_pat
     assert lineage["elsewhere"]["settings"]["iterations"] == options.recon["iterations"]
     refused = [r.reason for r in dispatcher.records if r.decision == "refused"]
     assert len(dispatcher.records) == 2 and not refused, refused
+
+
+def test_a_seeded_reconstruction_that_fails_its_check_starts_again_bare(
+    scan, tmp_path, monkeypatch
+):
+    from bluesky_ptychonn.dataset import Reconstruction
+    from bluesky_ptychonn.retrain import labels as labels_module
+    from bluesky_ptychonn.storage.cxi import write_reconstruction
+
+    path = write_cxi(tmp_path / "scan.cxi", scan, overwrite=True)
+    seed_path = tmp_path / "seed.cxi"
+    write_cxi(seed_path, scan, overwrite=True)
+    write_reconstruction(
+        seed_path, Reconstruction(coarse_mosaic(scan.ground_truth, COARSE), algorithm="live")
+    )
+    real = labels_module._reconstruct_and_check
+    seen = []
+
+    def refuse_seeded(dataset, options, initial_object, quality, scan_uid):
+        seen.append(initial_object is not None)
+        if initial_object is not None:  # as a seed far from the object would
+            raise labels_module.LabelsRefused("the data error is 13 times the Poisson floor")
+        return real(dataset, options, initial_object, quality, scan_uid)
+
+    monkeypatch.setattr(labels_module, "_reconstruct_and_check", refuse_seeded)
+    out = labels_module.labels_step(
+        str(path),
+        str(tmp_path / "labels" / "scan"),
+        preprocessing={"input_shape": [32, 32], "frame_shape": [128, 128], "reduce": "crop"},
+        recon={"iterations": 20, "progress": False},
+        holdout_fraction=0.1,
+        seed=0,
+        scan_uid="scan",
+        quality={"max_noise_ratio": 20},
+        initial_object_path=str(seed_path),
+        seeded_iterations=5,
+    )
+    assert seen == [True, False]
+    reconstruction = out["lineage"]["reconstruction"]
+    assert reconstruction["seeded_by_mosaic"] is False
+    assert "reconstructed from scratch" in reconstruction["seed"]
+    assert reconstruction["settings"]["iterations"] == 20  # the unseeded count, not 5

@@ -173,6 +173,24 @@ def seed_from_mosaic(mosaic: Any, dataset: Any, options: Any) -> tuple[Any, str]
     )
 
 
+def _reconstruct_and_check(
+    dataset: Any, options: Any, initial_object: Any, quality: dict[str, Any], scan_uid: str
+) -> tuple[Any, dict[str, float], dict[str, Any]]:
+    """ePIE of a scan and its checks; LabelsRefused when it fails or fails them."""
+    from ..recon import reconstruct
+
+    try:
+        reconstruction = reconstruct(dataset, options, initial_object=initial_object)
+    except (FloatingPointError, RuntimeError) as error:
+        raise LabelsRefused(f"the reconstruction of scan {scan_uid} failed: {error}") from None
+    health = check_reconstruction(reconstruction)
+    assessment = _assessment(dataset, reconstruction, options, quality)
+    if not assessment["passed"]:
+        reasons = "; ".join(assessment.get("reasons", [])) or "quality check failed"
+        raise LabelsRefused(f"the reconstruction of scan {scan_uid} failed its check: {reasons}")
+    return reconstruction, health, assessment
+
+
 def labels_step(
     scan_path: str,
     out_stem: str,
@@ -208,7 +226,7 @@ def labels_step(
     """
     from ..model.data import training_set_from_reconstruction
     from ..model.preprocessing import Preprocessing
-    from ..recon import options_from_dict, reconstruct
+    from ..recon import options_from_dict
     from ..storage.cxi import read_cxi, read_reconstruction, write_cxi
 
     started = time.perf_counter()
@@ -228,17 +246,26 @@ def labels_step(
         initial_object, seed_note = seed_from_mosaic(
             read_reconstruction(initial_object_path).object, dataset, options
         )
-        if initial_object is not None and seeded_iterations:
-            options.iterations = int(seeded_iterations)
+    unseeded = options_from_dict(dict(recon))
+    if initial_object is not None and seeded_iterations:
+        options.iterations = int(seeded_iterations)
     try:
-        reconstruction = reconstruct(dataset, options, initial_object=initial_object)
-    except (FloatingPointError, RuntimeError) as error:
-        raise LabelsRefused(f"the reconstruction of scan {scan_uid} failed: {error}") from None
-    health = check_reconstruction(reconstruction)
-    assessment = _assessment(dataset, reconstruction, options, quality or {})
-    if not assessment["passed"]:
-        reasons = "; ".join(assessment.get("reasons", [])) or "quality check failed"
-        raise LabelsRefused(f"the reconstruction of scan {scan_uid} failed its check: {reasons}")
+        reconstruction, health, assessment = _reconstruct_and_check(
+            dataset, options, initial_object, quality or {}, scan_uid
+        )
+    except LabelsRefused as error:
+        if initial_object is None:
+            raise
+        # a seed only saves iterations: a seeded run that fails (a network image far from the
+        # object, a probe guess the skipped probe trial would have replaced) starts again bare
+        seed_note = (
+            f"{seed_note}; the seeded reconstruction was refused ({error}): "
+            "reconstructed from scratch"
+        )
+        initial_object, options = None, unseeded
+        reconstruction, health, assessment = _reconstruct_and_check(
+            dataset, options, None, quality or {}, scan_uid
+        )
     recon_seconds = time.perf_counter() - started
     training_set = training_set_from_reconstruction(reconstruction, dataset, prep)
     holdout = holdout_mask(len(training_set), holdout_fraction, seed)
