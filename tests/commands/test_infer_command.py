@@ -89,3 +89,38 @@ def test_an_initial_object_of_another_region_is_refused(tmp_path, scan_file, mod
     assert status == 2
     assert "another scan region" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_infer_with_an_uncertainty_model_writes_the_uncertainty_mosaic(
+    tmp_path, scan_file, capsys
+):
+    import h5py
+    import torch
+
+    from bluesky_ptychonn.model.architectures import build_model
+    from bluesky_ptychonn.model.checkpoint import save_model
+    from bluesky_ptychonn.model.preprocessing import Preprocessing
+
+    torch.manual_seed(0)
+    net = build_model("edge", input_shape=32, base_channels=4, uncertainty=True)
+    prep = Preprocessing(input_shape=(32, 32), frame_shape=(128, 128), reduce="crop")
+    sigmas = {}
+    for scale in (1.0, 2.0):
+        model = save_model(
+            net, tmp_path / f"model{scale:g}", prep, uncertainty={"calibration_scale": scale}
+        )
+        out = tmp_path / f"mosaic{scale:g}.cxi"
+        capsys.readouterr()
+        assert main(["infer", str(scan_file), "--model", str(model), "--out", str(out)]) == 0
+        summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert summary["phase_uncertainty"] is True
+        with h5py.File(out, "r") as f:
+            sigmas[scale] = f["entry_1/image_1/phase_uncertainty"][()]
+            data = f["entry_1/image_1/data"][()]
+    sigma = sigmas[2.0]
+    assert sigma.shape == data.shape
+    measured = np.isfinite(sigma)
+    assert measured.any() and np.all(sigma[measured] > 0)
+    assert np.all(np.abs(data[~measured]) == 0)  # no sigma where nothing was stitched
+    # the sidecar's calibration is applied: twice the scale, twice the stated sigma
+    np.testing.assert_allclose(sigma[measured], 2 * sigmas[1.0][measured], rtol=1e-5)

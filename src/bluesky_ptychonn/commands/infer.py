@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.offline import check_model_fits, network_image
     from ..model.checkpoint import resolve
     from ..recon.figure import plot_reconstruction
-    from ..storage.cxi import read_cxi, read_reconstruction, write_cxi
+    from ..storage.cxi import read_cxi, read_reconstruction, write_cxi, write_phase_uncertainty
 
     source, out = Path(args.file), Path(args.out)
     if out.exists() and not args.overwrite:
@@ -50,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     )
     reconstruction = result.reconstruction(dataset)
     write_cxi(out, dataset, reconstruction, overwrite=args.overwrite)
+    snapshot = result.snapshot
+    if snapshot.phase_uncertainty is not None:  # a model with the uncertainty head
+        write_phase_uncertainty(out, snapshot.phase_uncertainty)
     plot_reconstruction(
         reconstruction,
         png,
@@ -57,7 +60,6 @@ def run(args: argparse.Namespace) -> int:
         f"weight {result.weight_source})",
         crop_threshold=None,
     )
-    snapshot = result.snapshot
     print(
         json.dumps(
             {
@@ -68,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
                 "shape": list(snapshot.phase.shape),
                 "weight_source": result.weight_source,
                 "model_version": result.model_version,
+                "phase_uncertainty": snapshot.phase_uncertainty is not None,
                 "seconds": round(result.seconds, 3),
             }
         )

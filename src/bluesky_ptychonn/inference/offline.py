@@ -182,6 +182,12 @@ def network_image(
     if synchronise:
         mosaic.synchronise()
     snapshot = mosaic.snapshot(model_version=sidecar.version)
+    if predictions.shape[1] > 2:  # the uncertainty head: calibrated sigma, stitched alike
+        from ..stitch.uncertainty import UncertaintyMosaic
+
+        sigmas = UncertaintyMosaic(mosaic.grid, patch_weight)
+        sigmas.add(predictions[:, 2] * sidecar.uncertainty_scale, dataset.positions_m)
+        snapshot.phase_uncertainty = sigmas.sigma()
     return NetworkImage(
         snapshot=snapshot,
         weight=patch_weight,

@@ -476,6 +476,41 @@ def write_reconstruction(
     return f"{ENTRY}/{name}"
 
 
+def write_phase_uncertainty(
+    path: str | os.PathLike[str], sigma_rad: np.ndarray, *, image_index: int = 1
+) -> str:
+    """Add a phase uncertainty map to ``/entry_1/image_K`` as ``phase_uncertainty``.
+
+    Args:
+        path: a CXI file whose ``image_K`` holds the object (``data``).
+        sigma_rad: (R, C) one standard deviation of the phase (rad) on the object's grid; NaN
+            where nothing was measured.
+        image_index: K.
+
+    Raises:
+        CXIFormatError: no such image group with ``data``.
+        ValueError: a map of another shape than the object, or one already there.
+    """
+    path = Path(path)
+    sigma = np.asarray(sigma_rad, dtype=np.float32)
+    _check_hdf5(path)
+    group = f"{ENTRY}/image_{int(image_index)}"
+    with h5py.File(path, "r+") as f:
+        data = _dataset(f, f"{group}/data")
+        if data is None:
+            raise CXIFormatError(f"{path}: no {group}/data to put a phase uncertainty beside")
+        if sigma.shape != data.shape:
+            raise ValueError(
+                f"phase uncertainty {sigma.shape} does not match the object {data.shape}"
+            )
+        if "phase_uncertainty" in f[group]:
+            raise ValueError(f"{path}: {group}/phase_uncertainty exists already")
+        written = f[group].create_dataset("phase_uncertainty", data=sigma)
+        written.attrs["units"] = "rad"
+        written.attrs["meaning"] = "one standard deviation of the phase; NaN: not measured"
+    return f"{group}/phase_uncertainty"
+
+
 # ----------------------------------------------------------------------------------------------
 # Reading
 
