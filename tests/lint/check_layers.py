@@ -23,7 +23,7 @@ from pathlib import Path
 PACKAGE = "bluesky_ptychonn"
 LAYERS: dict[str, int] = {
     "__init__": 0, "geometry": 0, "dataset": 0, "metrics": 0, "fourier": 0, "ports": 0,
-    "intervals": 0,
+    "intervals": 0, "lazy": 0,
     "plots": 0, "documents": 0,
     "sim": 1, "recon": 1, "model": 1, "stitch": 1, "adaptive": 1,
     "storage": 2, "inference": 2, "stream": 2, "ioc": 2,

@@ -14,6 +14,7 @@ for the server, ``stream``; never ``devices`` or anything that knows bluesky. on
 tensorrt are optional and imported lazily.
 """
 
+from ..lazy import lazy_exports
 
 _LAZY = {
     "MAX_BATCH": ".engine",
@@ -40,17 +41,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    """Import a public name's module on first use (PEP 562), so that importing one module of
-    this package does not load the others (and their heavy dependencies)."""
-    import importlib
-
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY, __all__)

@@ -13,6 +13,7 @@ from it (`refine`). A diverged run raises
 of bluesky, devices, plans or callbacks.
 """
 
+from ..lazy import lazy_exports
 
 _LAZY = {
     "APTask": ".ap",
@@ -57,17 +58,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    """Import a public name's module on first use (PEP 562), so that importing one module of
-    this package (``phase_sync`` for the stitcher) does not load the others (torch)."""
-    import importlib
-
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY, __all__)
