@@ -20,29 +20,22 @@ COVERED_FRACTION = 0.3
 
 
 def network_mosaic(model_dir: str, dataset: Any, *, batch_size: int = 64) -> Any:
-    """The stitched network image (`MosaicSnapshot`) of a scan (`PtychoDataset`)."""
-    from ..model.checkpoint import load_model
+    """The stitched network image (`MosaicSnapshot`) of a scan (`PtychoDataset`):
+    `inference.offline.network_image` with the probe's intensity on the label grid as the
+    patch weight (what the labels were cut with)."""
+    from ..inference.offline import network_image
+    from ..model.checkpoint import resolve
     from ..model.data import label_weights
-    from ..model.evaluate import predict
-    from ..stitch.mosaic import Mosaic
 
-    model, sidecar = load_model(model_dir)
-    prep = sidecar.preprocessing
+    prep = resolve(model_dir).sidecar.preprocessing
     frames = np.asarray(dataset.patterns)
     if tuple(frames.shape[-2:]) != tuple(prep.frame_shape):
         raise ValueError(
             f"the scan's patterns are {frames.shape[-2]}x{frames.shape[-1]}, the model takes "
             f"{tuple(prep.frame_shape)}"
         )
-    predictions = predict(model, prep.apply(frames), batch_size=batch_size)
-    pixel = float(prep.object_patch_geometry(dataset.object_pixel_size_m)[0])
     weight = label_weights(dataset.probe, prep)
-    mosaic = Mosaic.covering(
-        dataset.positions_m, pixel, weight, align_phase=True, keep_patches_bytes=1 << 30
-    )
-    mosaic.add(predictions[:, 0], predictions[:, 1], dataset.positions_m)
-    mosaic.synchronise()
-    return mosaic.snapshot(model_version=sidecar.version)
+    return network_image(model_dir, dataset, weight=weight, batch_size=batch_size).snapshot
 
 
 def on_canvas(image: Any, snapshot: Any) -> np.ndarray:
